@@ -1,0 +1,1 @@
+"""Consent terms: machine-readable, signed, enforceable. Pure Python, no I/O, no project imports."""

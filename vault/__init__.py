@@ -1,0 +1,1 @@
+"""The citizen's encrypted vault: keys, streams, encrypted chunks, audit, export and erasure."""

@@ -1,0 +1,1 @@
+"""Thin wrappers over PyNaCl. No primitive is implemented here; each module states its property."""
