@@ -19,6 +19,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
+from vault.errors import DomainError
+
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
@@ -48,6 +50,7 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA secure_delete=ON")  # erased keys must not linger in free pages
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
@@ -83,11 +86,18 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
 
 @contextmanager
 def unit_of_work(engine: Engine) -> Iterator[Session]:
-    """One transaction: commit when the block ends cleanly, roll back on any exception."""
+    """One transaction: commit when the block ends cleanly, roll back on any exception (except a
+    domain error that asks to keep what was written, such as a counted failed sign-in)."""
     session = Session(engine, expire_on_commit=False)
     try:
         yield session
         session.commit()
+    except DomainError as exc:
+        if exc.keep_changes:
+            session.commit()
+        else:
+            session.rollback()
+        raise
     except BaseException:
         session.rollback()
         raise

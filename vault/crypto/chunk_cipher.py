@@ -28,7 +28,9 @@ class EncryptedChunk:
     sealed_key: bytes
 
 
-def encrypt_chunk(plaintext: bytes, associated_data: bytes, stream_public_key: bytes) -> EncryptedChunk:
+def encrypt_chunk(
+    plaintext: bytes, associated_data: bytes, stream_public_key: bytes
+) -> EncryptedChunk:
     chunk_key = nacl.utils.random(nacl.secret.Aead.KEY_SIZE)
     box = nacl.secret.Aead(chunk_key)
     ciphertext = bytes(box.encrypt(plaintext, aad=associated_data))

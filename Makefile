@@ -1,0 +1,51 @@
+# Civic Vault. `make run` serves the demo city; `make test` runs the whole suite.
+# CIVIC_* variables (docs/configuration.md) pass through from the environment or the command line:
+#   CIVIC_PORT=9000 make run        make run CIVIC_PORT=9000
+# Set CIVIC_TEST_POSTGRES_URL to run the PostgreSQL suite too (CI always does).
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint bench bench-quick clean
+
+help:
+	@echo "make run          install if needed, migrate, seed the demo city, serve (CIVIC_HOST/CIVIC_PORT)"
+	@echo "make test         the test suite"
+	@echo "make lint         ruff check, ruff format --check, mypy"
+	@echo "make bench        benchmarks; make bench-quick for a short run"
+	@echo "make install      the virtual environment in $(VENV) (redone when pyproject.toml changes)"
+	@echo "make clean        caches and build output (keeps $(VENV) and var/, which holds the data)"
+
+install: $(STAMP)
+
+$(BIN)/python:
+	python3 -m venv $(VENV)
+
+# Reinstalled only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/civic-vault-server serve
+
+test: install
+	$(BIN)/pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
+
+# Never removes var/: it holds the database and the keys.
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist test-artifacts *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Differentially private statistics, released only under the citizens' signed terms."""

@@ -1,0 +1,1 @@
+"""The analysts' and citizens' Python client and the ``civic-vault`` command line."""

@@ -1,0 +1,1 @@
+"""The composition root: wires the packages together into the running service."""

@@ -1,0 +1,38 @@
+"""The composition root: assembles the packages' routers and services into one ASGI app. No logic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from vault.api import accounts, catalogue, portability, streams
+from vault.api.body_limit import BodySizeLimit
+from vault.api.errors import install_error_handlers
+from vault.runtime import VaultRuntime
+from vault.settings import Settings
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    vault = VaultRuntime.build(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        vault.engine.dispose()
+
+    app = FastAPI(
+        title="Civic Vault",
+        version="0.1.0",
+        description="Your city data, encrypted with your keys, shared only on your terms.",
+        lifespan=lifespan,
+    )
+    app.state.vault = vault
+    install_error_handlers(app)
+    for module in (catalogue, accounts, streams, portability):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app

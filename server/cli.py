@@ -1,0 +1,97 @@
+"""``civic-vault-server``: migrate, seed the demo city, serve. Used by ``make run``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from vault.settings import Settings, SettingsError
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(
+        f"\r  seeding demo city [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    )
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def migrate(settings: Settings) -> None:
+    from server.migrate import upgrade_to_head
+
+    upgrade_to_head(settings.resolved_database_url)
+
+
+def seed(settings: Settings, *, only_if_empty: bool) -> None:
+    from vault.demo_city import database_is_empty, seed_demo_city
+
+    from vault.runtime import VaultRuntime
+
+    rt = VaultRuntime.build(settings)
+    try:
+        if only_if_empty and not database_is_empty(rt):
+            print("  demo city: the database already has citizens; not seeding again")
+            return
+        started = time.perf_counter()
+        path = settings.data_dir / "demo-credentials.json"
+        report = seed_demo_city(
+            rt, settings.demo_citizens, credentials_path=path, progress=_progress
+        )
+        print(
+            f"  demo city: {report.citizens} citizens seeded in {time.perf_counter() - started:.1f} s;"
+            f" demo sign-ins are in {path}"
+        )
+    finally:
+        rt.engine.dispose()
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    print(
+        f"Civic Vault: data in {settings.data_dir.resolve()}, database {settings.resolved_database_url}"
+    )
+    migrate(settings)
+    if settings.demo_citizens > 0:
+        seed(settings, only_if_empty=True)
+    app = create_app(settings)
+    print(f"  serving on http://{settings.host}:{settings.port}  (API docs: /docs)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="civic-vault-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="migrate, seed the demo city if the database is empty, serve")
+    sub.add_parser("migrate", help="bring the database schema up to date")
+    seed_cmd = sub.add_parser("seed-demo", help="seed the demo city (CIVIC_DEMO_CITIZENS citizens)")
+    seed_cmd.add_argument("--citizens", type=int, default=None)
+    seed_cmd.add_argument("--force", action="store_true", help="seed even if citizens exist")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "migrate":
+        migrate(settings)
+    else:
+        if args.citizens is not None:
+            from dataclasses import replace
+
+            settings = replace(settings, demo_citizens=args.citizens)
+        migrate(settings)
+        seed(settings, only_if_empty=not args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

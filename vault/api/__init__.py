@@ -1,0 +1,1 @@
+"""The vault's web layer: FastAPI routers that parse, authorize, call a service and shape the answer."""

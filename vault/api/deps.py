@@ -1,0 +1,81 @@
+"""Request dependencies: the runtime, the caller's address, and the one token check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from vault.crypto.root_keys import RootKeys
+from vault.errors import DomainError, Forbidden, Unauthenticated
+from vault.principal import VAULT_AUDIENCE, Principal
+from vault.runtime import VaultRuntime
+from vault.services import session_tokens
+
+_bearer = HTTPBearer(auto_error=False, description="A Civic Vault access token")
+
+
+class InsufficientScope(DomainError):
+    code = "insufficient_scope"
+
+
+def runtime(request: Request) -> VaultRuntime:
+    value: VaultRuntime = request.app.state.vault
+    return value
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+Runtime = Annotated[VaultRuntime, Depends(runtime)]
+ClientAddress = Annotated[str, Depends(client_address)]
+
+
+def require(*scopes: str, audience: str = VAULT_AUDIENCE) -> Callable[..., Principal]:
+    """A dependency that admits only a live token for ``audience`` carrying every scope in ``scopes``.
+
+    It is the single gate in front of every protected route; OAuth tokens pass through it too.
+    """
+    needed = frozenset(scopes)
+
+    def _check(
+        rt: Runtime,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthenticated("sign in first: send 'Authorization: Bearer <access token>'")
+        with rt.unit_of_work() as session:
+            principal = session_tokens.resolve(session, credentials.credentials)
+        if principal.audience != audience:
+            raise Unauthenticated(
+                "this access token was issued for another service",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        missing = needed - principal.scopes
+        if missing:
+            raise InsufficientScope(
+                f"this access token lacks the scope(s): {', '.join(sorted(missing))}",
+                headers={
+                    "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(sorted(needed))}"'
+                },
+            )
+        return principal
+
+    return _check
+
+
+def citizen_id_of(principal: Principal) -> str:
+    """For routes about a citizen's own vault: the token must act for a citizen."""
+    if principal.citizen_id is None:
+        raise Forbidden("this route is for citizens; this token does not act for one")
+    return principal.citizen_id
+
+
+def citizen_with_keys(principal: Principal) -> tuple[str, RootKeys]:
+    """For routes that open the citizen's own data: the token must be the citizen's own session."""
+    if principal.citizen_id is None or principal.root_keys is None:
+        raise Forbidden("only the citizen's own session can do this")
+    return principal.citizen_id, principal.root_keys

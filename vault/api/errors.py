@@ -1,0 +1,81 @@
+"""The one place where errors become HTTP responses.
+
+Every error body has the same shape::
+
+    {"code": "invalid_batch", "message": "plain words", "details": [{"row": 3, "field": "kwh",
+     "reason": "must be between 0 and 50 (got 51.2)"}]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vault.errors import DomainError
+
+STATUS_BY_CODE: dict[str, int] = {
+    "not_found": 404,
+    "invalid_input": 422,
+    "invalid_batch": 422,
+    "bundle_invalid": 422,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "not_acceptable": 406,
+    "conflict": 409,
+    "authentication_failed": 401,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "insufficient_scope": 403,
+    "rate_limited": 429,
+    "integrity_error": 500,
+}
+
+
+def error_body(
+    code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details or []}
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
+        status = STATUS_BY_CODE.get(exc.code, 400)
+        headers = dict(exc.headers)
+        if status == 401 and "WWW-Authenticate" not in headers:
+            headers["WWW-Authenticate"] = 'Bearer realm="civic-vault"'
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {
+                "field": _field_of(tuple(err.get("loc", ()))),
+                "reason": str(err.get("msg", "invalid")),
+            }
+            for err in exc.errors()
+        ]
+        fields = ", ".join(sorted({d["field"] for d in details}))
+        return JSONResponse(
+            error_body("invalid_input", f"the request is not valid: check {fields}", details), 422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )

@@ -1,0 +1,147 @@
+"""Routes: the citizen's streams, appending batches, reading records back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from vault.api.body import read_body
+from vault.api.deps import Runtime, citizen_id_of, citizen_with_keys, require
+from vault.api.record_formats import PARQUET_TYPES, choose, render
+from vault.api.schemas import (
+    ErrorOut,
+    IngestOut,
+    RecordsPagePublic,
+    StreamIn,
+    StreamList,
+    StreamPublic,
+)
+from vault.principal import Principal
+from vault.services.streams import StreamSummary
+
+router = APIRouter(tags=["streams"])
+
+_BATCH_BODY = {
+    "content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "text/csv": {"schema": {"type": "string"}},
+    },
+    "required": True,
+}
+
+
+def _public(summary: StreamSummary) -> StreamPublic:
+    return StreamPublic(**summary.__dict__)
+
+
+@router.post("/v1/me/streams", status_code=201, response_model=StreamPublic)
+def create_stream(
+    body: StreamIn, rt: Runtime, principal: Annotated[Principal, Depends(require("vault:append"))]
+) -> StreamPublic:
+    citizen_id = citizen_id_of(principal)
+    with rt.unit_of_work() as session:
+        summary = rt.streams.create(
+            session, citizen_id, body.stream_type, body.label, principal.actor
+        )
+    return _public(summary)
+
+
+@router.get("/v1/me/streams", response_model=StreamList)
+def list_streams(
+    rt: Runtime, principal: Annotated[Principal, Depends(require("vault:read"))]
+) -> StreamList:
+    citizen_id = citizen_id_of(principal)
+    with rt.unit_of_work() as session:
+        return StreamList(streams=[_public(s) for s in rt.streams.list(session, citizen_id)])
+
+
+@router.get("/v1/me/streams/{stream_id}", response_model=StreamPublic)
+def get_stream(
+    stream_id: str, rt: Runtime, principal: Annotated[Principal, Depends(require("vault:read"))]
+) -> StreamPublic:
+    citizen_id = citizen_id_of(principal)
+    with rt.unit_of_work() as session:
+        stream = rt.streams.get_owned(session, citizen_id, stream_id)
+        return _public(rt.streams.summary(session, stream))
+
+
+@router.post(
+    "/v1/me/streams/{stream_id}/records",
+    status_code=201,
+    response_model=IngestOut,
+    openapi_extra={"requestBody": _BATCH_BODY},
+    responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+)
+async def append_records(
+    stream_id: str,
+    request: Request,
+    rt: Runtime,
+    principal: Annotated[Principal, Depends(require("vault:append"))],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> IngestOut:
+    """Append a batch (JSON array, NDJSON or CSV). One bad row rejects the whole batch with 422."""
+    citizen_id = citizen_id_of(principal)
+    body = await read_body(request, rt.settings.max_body_bytes)
+    content_type = request.headers.get("content-type")
+
+    def _append() -> IngestOut:
+        with rt.unit_of_work() as session:
+            result = rt.ingest.append(
+                session, citizen_id, stream_id, body, content_type, idempotency_key, principal.actor
+            )
+        return IngestOut(**result.__dict__)
+
+    return await run_in_threadpool(_append)
+
+
+@router.get(
+    "/v1/me/streams/{stream_id}/records",
+    response_model=RecordsPagePublic,
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                PARQUET_TYPES[0]: {"schema": {"type": "string", "format": "binary"}},
+            }
+        },
+        406: {"model": ErrorOut},
+    },
+)
+def read_records(
+    stream_id: str,
+    rt: Runtime,
+    principal: Annotated[Principal, Depends(require("vault:read"))],
+    since: Annotated[datetime | None, Query(alias="from", description="inclusive")] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    format: Annotated[str | None, Query(description="json, csv, ndjson or parquet")] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    citizen_id, root = citizen_with_keys(principal)
+    media = choose(accept, format)
+    with rt.unit_of_work() as session:
+        page = rt.records.page(
+            session,
+            citizen_id,
+            stream_id,
+            root,
+            since=_aware(since),
+            until=_aware(until),
+            limit=limit,
+            cursor=cursor,
+            actor=principal.actor,
+        )
+    return render(page, media)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """Query times without a zone are read as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

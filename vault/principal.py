@@ -1,0 +1,33 @@
+"""Who is calling: the result of checking a bearer token, handed to services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vault.crypto.root_keys import RootKeys
+
+VAULT_AUDIENCE = "civic-vault"
+AGGREGATION_AUDIENCE = "civic-aggregation"
+
+#: Scopes a citizen's own session token carries (the first-party app, the citizen's scripts).
+CITIZEN_SESSION_SCOPES = frozenset({"vault:read", "vault:append", "consent:read", "consent:manage"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "citizen" (own session), later "app", "department", "analyst"
+    token_digest: str
+    scopes: frozenset[str]
+    audience: str
+    citizen_id: str | None = None
+    client_id: str | None = None
+    authorization_details: tuple[dict[str, Any], ...] = ()
+    root_keys: RootKeys | None = field(default=None, repr=False)
+
+    @property
+    def actor(self) -> str:
+        """How this principal is named in audit entries (pseudonymous ids only)."""
+        if self.kind == "citizen":
+            return "citizen"
+        return f"{self.kind}:{self.client_id or '?'}"

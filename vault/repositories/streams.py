@@ -1,0 +1,78 @@
+"""Queries on streams, their key generations and their chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, update
+from sqlmodel import Session, col, select
+
+from vault.models import Chunk, Stream, StreamKey
+
+
+def for_citizen(session: Session, citizen_id: str) -> Sequence[Stream]:
+    return session.exec(
+        select(Stream).where(Stream.citizen_id == citizen_id).order_by(col(Stream.created_at))
+    ).all()
+
+
+def owned(
+    session: Session, citizen_id: str, stream_id: str, *, for_update: bool = False
+) -> Stream | None:
+    """The stream, only if ``citizen_id`` owns it (never reveals another citizen's stream)."""
+    stmt = select(Stream).where(Stream.id == stream_id, Stream.citizen_id == citizen_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.exec(stmt).first()
+
+
+def key(session: Session, key_id: str) -> StreamKey | None:
+    return session.get(StreamKey, key_id)
+
+
+def keys_of_stream(session: Session, stream_id: str) -> Sequence[StreamKey]:
+    return session.exec(
+        select(StreamKey)
+        .where(StreamKey.stream_id == stream_id)
+        .order_by(col(StreamKey.generation))
+    ).all()
+
+
+def chunks_of_stream(session: Session, stream_id: str) -> Sequence[Chunk]:
+    return session.exec(
+        select(Chunk).where(Chunk.stream_id == stream_id).order_by(col(Chunk.seq))
+    ).all()
+
+
+def chunk_stats(session: Session, stream_id: str) -> tuple[int, int]:
+    """(number of chunks, number of records) of a stream."""
+    row = session.execute(
+        select(
+            func.count(col(Chunk.id)), func.coalesce(func.sum(col(Chunk.record_count)), 0)
+        ).where(Chunk.stream_id == stream_id)
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def delete_chunks(session: Session, chunk_ids: Sequence[str]) -> None:
+    if chunk_ids:
+        session.execute(delete(Chunk).where(col(Chunk.id).in_(list(chunk_ids))))
+
+
+def shred_owner_keys(session: Session, stream_ids: Sequence[str]) -> None:
+    if stream_ids:
+        session.execute(
+            update(StreamKey)
+            .where(col(StreamKey.stream_id).in_(list(stream_ids)))
+            .values(sealed_to_owner=None)
+        )
+
+
+def delete_streams_with_everything(session: Session, stream_ids: Sequence[str]) -> None:
+    if not stream_ids:
+        return
+    ids = list(stream_ids)
+    session.execute(delete(Chunk).where(col(Chunk.stream_id).in_(ids)))
+    session.execute(update(Stream).where(col(Stream.id).in_(ids)).values(current_key_id=""))
+    session.execute(delete(StreamKey).where(col(StreamKey.stream_id).in_(ids)))
+    session.execute(delete(Stream).where(col(Stream.id).in_(ids)))

@@ -1,0 +1,88 @@
+"""Assembling the vault's services from settings (called by the composition root, never at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from vault.catalogue import Catalogue, default_catalogue
+from vault.crypto.passphrase_wrap import KdfCost
+from vault.db import make_engine, unit_of_work
+from vault.login_throttle import LoginThrottle
+from vault.service_keys import ServiceKeys
+from vault.services.accounts import CitizenAccounts
+from vault.services.audit_log import AuditLog
+from vault.services.chunk_store import ChunkStore
+from vault.services.erasure import Erasure
+from vault.services.ingest import BatchIngest
+from vault.services.portability import Portability
+from vault.services.reading import OwnRecords
+from vault.services.streams import StreamRegistry
+from vault.settings import Settings
+
+
+@dataclass
+class VaultRuntime:
+    settings: Settings
+    engine: Engine
+    catalogue: Catalogue
+    keys: ServiceKeys
+    audit: AuditLog
+    accounts: CitizenAccounts
+    streams: StreamRegistry
+    chunks: ChunkStore
+    ingest: BatchIngest
+    records: OwnRecords
+    portability: Portability
+    erasure: Erasure
+
+    @classmethod
+    def build(cls, settings: Settings, engine: Engine | None = None) -> VaultRuntime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = engine or make_engine(settings.resolved_database_url)
+        catalogue = default_catalogue()
+        keys = ServiceKeys.load_or_create(settings.keys_dir)
+        audit = AuditLog(keys.audit_signing)
+        accounts = CitizenAccounts(
+            audit,
+            KdfCost.profile(settings.kdf_profile),
+            settings.access_token_ttl_seconds,
+            settings.login_free_failures,
+            settings.login_max_lockout_seconds,
+            LoginThrottle(),
+        )
+        streams = StreamRegistry(catalogue, audit)
+        chunks = ChunkStore()
+        records = OwnRecords(
+            catalogue,
+            streams,
+            chunks,
+            audit,
+            settings.compact_min_chunks,
+            settings.compact_small_chunk_records,
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            catalogue=catalogue,
+            keys=keys,
+            audit=audit,
+            accounts=accounts,
+            streams=streams,
+            chunks=chunks,
+            ingest=BatchIngest(catalogue, streams, chunks, audit, settings.max_records_per_batch),
+            records=records,
+            portability=Portability(
+                catalogue, streams, records, chunks, audit, settings.max_records_per_batch
+            ),
+            erasure=Erasure(accounts),
+        )
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        with unit_of_work(self.engine) as session:
+            yield session

@@ -1,0 +1,80 @@
+"""Issuing and checking bearer tokens (the citizen's own sessions now; OAuth tokens use the same table).
+
+Property: a token is stored only as a digest; a session token carries the key to the citizen's root
+secret, so the vault can open the citizen's data only while the citizen holds a live token.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from vault.clock import utcnow
+from vault.crypto import token_secrets
+from vault.crypto.root_keys import RootKeys
+from vault.errors import Unauthenticated
+from vault.models import AccessToken
+from vault.principal import CITIZEN_SESSION_SCOPES, VAULT_AUDIENCE, Principal
+from vault.repositories import tokens as token_repo
+
+
+def issue_citizen_session(
+    session: Session, citizen_id: str, root: RootKeys, ttl_seconds: int
+) -> str:
+    token = token_secrets.new_token()
+    now = utcnow()
+    session.add(
+        AccessToken(
+            digest=token_secrets.token_digest(token),
+            kind="citizen_session",
+            citizen_id=citizen_id,
+            scope=" ".join(sorted(CITIZEN_SESSION_SCOPES)),
+            audience=VAULT_AUDIENCE,
+            session_key=token_secrets.wrap_for_token(token, root.secret),
+            family_id=uuid.uuid4().hex,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+    )
+    session.flush()
+    return token
+
+
+def resolve(session: Session, token: str) -> Principal:
+    """The principal behind ``token``, or :class:`Unauthenticated` (expired, revoked, unknown)."""
+    try:
+        digest = token_secrets.token_digest(token)
+    except token_secrets.TokenFormatError as exc:
+        raise Unauthenticated("the access token is not valid") from exc
+    row = token_repo.by_digest(session, digest)
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+        raise Unauthenticated("the access token is not valid, has expired or was revoked")
+    root = None
+    if row.session_key is not None:
+        try:
+            root = RootKeys.from_secret(token_secrets.unwrap_for_token(token, row.session_key))
+        except token_secrets.TokenFormatError as exc:
+            raise Unauthenticated("the access token is not valid") from exc
+    kind = "citizen" if row.kind == "citizen_session" else row.kind
+    return Principal(
+        kind=kind,
+        token_digest=digest,
+        scopes=frozenset(row.scope.split()),
+        audience=row.audience,
+        citizen_id=row.citizen_id,
+        client_id=row.client_id,
+        authorization_details=tuple(json.loads(row.authorization_details)),
+        root_keys=root,
+    )
+
+
+def revoke(session: Session, digest: str) -> None:
+    row = token_repo.by_digest(session, digest)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        row.session_key = None
+        session.add(row)
+        session.flush()

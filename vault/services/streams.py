@@ -1,0 +1,114 @@
+"""A citizen's data streams: creating them (with their first key pair) and listing them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session
+
+from vault.catalogue import Catalogue
+from vault.clock import utcnow
+from vault.crypto.sealing import generate_box_key, seal_to
+from vault.errors import InvalidInput, NotFound
+from vault.models import Citizen, Stream, StreamKey
+from vault.repositories import citizens as citizen_repo
+from vault.repositories import streams as stream_repo
+from vault.services.audit_log import AuditLog
+
+MAX_LABEL = 200
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    id: str
+    stream_type: str
+    schema_version: int
+    label: str
+    created_at: datetime
+    chunk_count: int
+    record_count: int
+    key_generation: int
+
+
+def new_key_generation(stream: Stream, owner: Citizen, generation: int) -> StreamKey:
+    """A fresh X25519 key pair for ``stream``; the private half is kept only sealed to the owner."""
+    private = generate_box_key()
+    return StreamKey(
+        id=uuid.uuid4().hex,
+        stream_id=stream.id,
+        generation=generation,
+        public_key=bytes(private.public_key),
+        sealed_to_owner=seal_to(owner.box_public, bytes(private)),
+        created_at=utcnow(),
+    )
+
+
+class StreamRegistry:
+    def __init__(self, catalogue: Catalogue, audit: AuditLog) -> None:
+        self._catalogue = catalogue
+        self._audit = audit
+
+    def create(
+        self,
+        session: Session,
+        citizen_id: str,
+        stream_type: str,
+        label: str = "",
+        actor: str = "citizen",
+    ) -> StreamSummary:
+        spec = self._catalogue.get(stream_type)
+        if len(label) > MAX_LABEL:
+            raise InvalidInput(
+                f"label is longer than {MAX_LABEL} characters",
+                details=[{"field": "label", "reason": f"at most {MAX_LABEL} characters"}],
+            )
+        owner = citizen_repo.by_id(session, citizen_id)
+        if owner is None:
+            raise NotFound("citizen not found")
+        stream = Stream(
+            id=uuid.uuid4().hex,
+            citizen_id=citizen_id,
+            stream_type=spec.name,
+            schema_version=spec.schema_version,
+            label=label,
+            current_key_id="",
+            created_at=utcnow(),
+        )
+        key = new_key_generation(stream, owner, 1)
+        stream.current_key_id = key.id
+        session.add(stream)
+        session.flush()
+        session.add(key)
+        session.flush()
+        self._audit.append(
+            session, citizen_id, actor, "stream.created", {"stream": stream.id, "type": spec.name}
+        )
+        return self.summary(session, stream)
+
+    def summary(self, session: Session, stream: Stream) -> StreamSummary:
+        chunks, records = stream_repo.chunk_stats(session, stream.id)
+        key = stream_repo.key(session, stream.current_key_id)
+        return StreamSummary(
+            id=stream.id,
+            stream_type=stream.stream_type,
+            schema_version=stream.schema_version,
+            label=stream.label,
+            created_at=stream.created_at,
+            chunk_count=chunks,
+            record_count=records,
+            key_generation=key.generation if key else 0,
+        )
+
+    def list(self, session: Session, citizen_id: str) -> list[StreamSummary]:
+        return [self.summary(session, s) for s in stream_repo.for_citizen(session, citizen_id)]
+
+    def get_owned(
+        self, session: Session, citizen_id: str, stream_id: str, *, for_update: bool = False
+    ) -> Stream:
+        """The stream if the citizen owns it; otherwise 404 (never says whose it is)."""
+        stream = stream_repo.owned(session, citizen_id, stream_id, for_update=for_update)
+        if stream is None:
+            raise NotFound(f"no stream {stream_id!r} in your vault")
+        return stream
