@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+from server.api_docs import mount_api_docs
 from vault.api import accounts, catalogue, portability, streams
 from vault.api.body_limit import BodySizeLimit
 from vault.api.errors import install_error_handlers
@@ -29,7 +30,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         version="0.1.0",
         description="Your city data, encrypted with your keys, shared only on your terms.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    mount_api_docs(app)
     app.state.vault = vault
     install_error_handlers(app)
     for module in (catalogue, accounts, streams, portability):

@@ -12,8 +12,9 @@ import io
 import json
 import math
 import re
+from collections import OrderedDict
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import pytest
@@ -64,7 +65,7 @@ def csv_text(value: Any) -> str:
 
 
 def csv_body(
-    rows: list[dict[str, Any]], columns: list[str], quoting: int = csv.QUOTE_MINIMAL
+    rows: list[dict[str, Any]], columns: list[str], quoting: Literal[0, 1, 2, 3] = csv.QUOTE_MINIMAL
 ) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n", quoting=quoting)
@@ -84,8 +85,10 @@ def problems(body: bytes, content_type: str, name: str) -> list[dict[str, Any]]:
     return caught.value.details
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,7 +140,12 @@ VALID: dict[str, tuple[list[dict[str, Any]], dict[str, list[Any]]]] = {
     "profile": (
         [
             {"ts": "2026-01-01", "district": "Old Town", "age_band": "65+", "household_size": 1},
-            {"ts": "2026-01-01", "district": "North Hill", "age_band": "18-29", "household_size": 8},
+            {
+                "ts": "2026-01-01",
+                "district": "North Hill",
+                "age_band": "18-29",
+                "household_size": 8,
+            },
         ],
         {
             "ts": [utc(2026, 1, 1), utc(2026, 1, 1)],
@@ -174,7 +182,9 @@ def test_parse_then_validate_equals_decode() -> None:
     st_ = stream("mobility.trip")
     parsed = parse_batch(json_body(rows), JSON, st_)
     assert isinstance(parsed, list) and parsed == rows
-    assert_frame_equal(validate_batch(parsed, st_, LIMIT), decode_batch(json_body(rows), JSON, st_, LIMIT))
+    assert_frame_equal(
+        validate_batch(parsed, st_, LIMIT), decode_batch(json_body(rows), JSON, st_, LIMIT)
+    )
     table = parse_batch(csv_body(rows, list(st_.field_names)), CSV, st_)
     assert isinstance(table, pl.DataFrame) and table.columns == list(st_.field_names)
     assert table.dtypes == [pl.String] * 4
@@ -200,7 +210,12 @@ BAD_JSON_VALUES: list[tuple[str, str, Any, str]] = [
     ("mobility.trip", "minutes", 241, "must be between 0 and 240 (got 241)"),
     ("mobility.trip", "km", None, "required field is null"),
     ("mobility.trip", "km", MISSING, "required field is missing"),
-    ("mobility.trip", "mode", "tram", 'must be one of "walk", "bike", "bus", "metro", "car", "other"'),
+    (
+        "mobility.trip",
+        "mode",
+        "tram",
+        'must be one of "walk", "bike", "bus", "metro", "car", "other"',
+    ),
     ("mobility.trip", "mode", "Bus", '(got "Bus")'),
     ("mobility.trip", "mode", 2, "(got 2)"),
     ("survey.response", "answer", 2.5, "must be a whole number (got 2.5)"),
@@ -212,7 +227,12 @@ BAD_JSON_VALUES: list[tuple[str, str, Any, str]] = [
     ("survey.response", "answer", float("nan"), "must be a whole number (got NaN)"),
     ("survey.response", "question", "q-weather", '"q-services" (got "q-weather")'),
     ("survey.response", "ts", "yesterday", "ISO 8601"),
-    ("survey.response", "ts", "2026-02-30", 'ISO 8601 date and time such as 2026-03-01T12:00:00Z, or whole seconds since 1970-01-01 (got "2026-02-30")'),
+    (
+        "survey.response",
+        "ts",
+        "2026-02-30",
+        'ISO 8601 date and time such as 2026-03-01T12:00:00Z, or whole seconds since 1970-01-01 (got "2026-02-30")',
+    ),
     ("survey.response", "ts", "2026-3-1", "ISO 8601"),
     ("survey.response", "ts", "2026-03-01T24:00:00Z", "ISO 8601"),
     ("survey.response", "ts", "2026-03-01T12:00:60Z", "ISO 8601"),
@@ -244,7 +264,7 @@ def test_bad_json_value_is_reported_at_its_row_and_field(
     for body, content_type in ((json_body(rows), JSON), (ndjson_body(rows), NDJSON)):
         with pytest.raises(InvalidBatch) as caught:
             decode(body, content_type, name)
-        assert caught.value.message == "1 row is invalid; nothing was written"
+        assert caught.value.message == "1 of 4 rows are invalid; nothing was written"
         [detail] = caught.value.details
         assert (detail["row"], detail["field"]) == (2, field)
         assert words in detail["reason"]
@@ -306,7 +326,7 @@ def test_unknown_fields_are_reported_per_row() -> None:
     rows = [GOOD_TRIP, {**GOOD_TRIP, "speed": 3, "note": "x"}, {**GOOD_TRIP, "km": 500}]
     with pytest.raises(InvalidBatch) as caught:
         decode(json_body(rows), JSON, "mobility.trip")
-    assert caught.value.message == "2 rows are invalid; nothing was written"
+    assert caught.value.message == "2 of 3 rows are invalid; nothing was written"
     assert [(d["row"], d["field"]) for d in caught.value.details] == [
         (1, "speed"),
         (1, "note"),
@@ -338,7 +358,7 @@ def test_details_are_capped_at_1000_and_the_message_gives_the_total() -> None:
     with pytest.raises(InvalidBatch) as caught:
         decode(json_body(rows), JSON, "mobility.trip")
     assert len(caught.value.details) == 1000
-    assert caught.value.message.startswith("600 rows are invalid; nothing was written")
+    assert caught.value.message.startswith("600 of 601 rows are invalid; nothing was written")
     assert "1200 problems" in caught.value.message
     assert caught.value.details[-1] == {
         "row": 499,
@@ -479,7 +499,7 @@ def test_malformed_ndjson_names_the_line() -> None:
     [
         # Lines that are not one object each, but join into as many objects as there are lines.
         ['{"ts": "2026-03-01", "db": 50', '"x": 1}', "{},{}"],
-        ['{"a": [{}', '{}]}', "{},{}"],
+        ['{"a": [{}', "{}]}", "{},{}"],
         ['{"ts": "2026-03-01", "db": 50} {"ts": "2026-03-01", "db": 50}'],
     ],
 )
@@ -547,6 +567,11 @@ def test_bad_csv_quoting() -> None:
         decode(b'ts,db\n2026-03-01,"50\n', CSV, "noise.exposure")
     assert caught.value.message == "the body is not valid CSV"
     assert caught.value.details[0]["reason"].startswith("line ")
+
+
+def test_validate_batch_takes_any_mapping_record() -> None:
+    rows = [OrderedDict(GOOD_TRIP)]
+    assert validate_batch(rows, stream("mobility.trip"), LIMIT).height == 1  # type: ignore[arg-type]
 
 
 def test_validate_batch_refuses_records_that_are_not_objects() -> None:
@@ -773,7 +798,9 @@ def text_cells(spec: FieldSpec) -> st.SearchStrategy[str]:
             wrong,
         )
     if spec.type == "category":
-        return st.one_of(st.sampled_from(spec.categories), st.sampled_from(["BUS", "Old town"]), wrong)
+        return st.one_of(
+            st.sampled_from(spec.categories), st.sampled_from(["BUS", "Old town"]), wrong
+        )
     low = spec.min if spec.min is not None else -1e6
     high = spec.max if spec.max is not None else 1e6
     return st.one_of(
@@ -857,6 +884,7 @@ def valid_rows(draw: st.DrawFn) -> tuple[StreamType, list[dict[str, Any]]]:
     for _ in range(draw(st.integers(1, 12))):
         row: dict[str, Any] = {}
         for spec in stream_type.fields:
+            value: Any
             if spec.type == "timestamp":
                 value = draw(
                     st.one_of(
@@ -879,9 +907,7 @@ def expected(stream_type: StreamType, columns: dict[str, list[Any]]) -> pl.DataF
     return pl.DataFrame(columns, schema=stream_type.polars_schema())
 
 
-PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
@@ -916,7 +942,9 @@ def test_csv_reports_exactly_the_rows_the_reference_finds_invalid(
 
 @PROPERTY
 @given(valid_rows())
-def test_the_three_formats_give_equal_frames(batch: tuple[StreamType, list[dict[str, Any]]]) -> None:
+def test_the_three_formats_give_equal_frames(
+    batch: tuple[StreamType, list[dict[str, Any]]],
+) -> None:
     stream_type, rows = batch
     _, columns = ref_check(stream_type, rows, from_text=False)
     want = expected(stream_type, columns)

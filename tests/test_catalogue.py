@@ -135,12 +135,12 @@ def test_public_dimensions_are_exactly_the_marked_category_fields(catalogue: Cat
 
 def test_polars_schema(catalogue: Catalogue) -> None:
     assert catalogue.get("mobility.trip").polars_schema() == pl.Schema(
-        {
-            "ts": pl.Datetime("us", "UTC"),
-            "mode": pl.String,
-            "km": pl.Float64,
-            "minutes": pl.Float64,
-        }
+        [
+            ("ts", pl.Datetime("us", "UTC")),
+            ("mode", pl.String()),
+            ("km", pl.Float64()),
+            ("minutes", pl.Float64()),
+        ]
     )
     assert catalogue.get("survey.response").polars_schema()["answer"] == pl.Int64
 
@@ -228,16 +228,36 @@ BROKEN: list[tuple[str, Any, str]] = [
     ("bounds on a category", _set(["stream_types", 1, "fields", 1, "min"], 0), "only allowed"),
     ("category without list", _set(["stream_types", 1, "fields", 1, "categories"], _DELETE), ""),
     ("empty category list", _set(["stream_types", 1, "fields", 1, "categories"], []), "non-empty"),
-    ("repeated category", _set(["stream_types", 1, "fields", 1, "categories"], ["a", "a"]), "twice"),
+    (
+        "repeated category",
+        _set(["stream_types", 1, "fields", 1, "categories"], ["a", "a"]),
+        "twice",
+    ),
     ("categories on a float", _set(["stream_types", 1, "fields", 2, "categories"], ["a"]), "only"),
     ("public float", _set(["stream_types", 1, "fields", 2, "public_dimension"], True), "category"),
-    ("dimension domain differs", _set(["stream_types", 1, "dimensions", 0, "domain"], ["walk"]), ""),
+    (
+        "dimension domain differs",
+        _set(["stream_types", 1, "dimensions", 0, "domain"], ["walk"]),
+        "",
+    ),
     ("undeclared dimension", _set(["stream_types", 1, "dimensions"], []), "missing from"),
     ("dimension of a plain field", _set(["stream_types", 1, "dimensions", 0, "name"], "km"), ""),
-    ("unknown statistic", _set(["stream_types", 1, "fields", 2, "statistics"], ["count", "max"]), ""),
+    (
+        "unknown statistic",
+        _set(["stream_types", 1, "fields", 2, "statistics"], ["count", "max"]),
+        "",
+    ),
     ("no count", _set(["stream_types", 1, "fields", 2, "statistics"], ["sum"]), "include count"),
-    ("sum of a category", _set(["stream_types", 1, "fields", 1, "statistics"], ["count", "sum"]), ""),
-    ("sum of an unbounded field", _set(["stream_types", 1, "fields", 2, "max"], None), "min and max"),
+    (
+        "sum of a category",
+        _set(["stream_types", 1, "fields", 1, "statistics"], ["count", "sum"]),
+        "",
+    ),
+    (
+        "sum of an unbounded field",
+        _set(["stream_types", 1, "fields", 2, "max"], None),
+        "min and max",
+    ),
     ("unknown field key", _set(["stream_types", 1, "fields", 2, "sensitive"], True), "sensitive"),
     ("unknown stream key", _set(["stream_types", 1, "owner"], "x"), "owner"),
     ("no ts", _set(["stream_types", 1, "fields", 0, "name"], "when"), "'ts'"),

@@ -105,6 +105,8 @@ def check_records_are_objects(records: Sequence[object]) -> None:
     if set(map(type, records)) == {dict}:
         return
     bad = [i for i, record in enumerate(records) if not isinstance(record, dict)]
+    if not bad:
+        return  # dict subclasses are objects too
     details = [
         _detail(i, f"must be a JSON object of field names and values, got {_json_kind(records[i])}")
         for i in bad[:MAX_DETAILS]

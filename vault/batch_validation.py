@@ -104,7 +104,7 @@ def validate_batch(rows: ParsedBatch, stream_type: StreamType, max_records: int)
     value is null. Nothing is returned unless every record is valid.
 
     Raises :class:`PayloadTooLarge` for more than ``max_records`` records (saying the limit);
-    :class:`InvalidBatch` for an empty batch, and ``"N rows are invalid; nothing was written"`` with
+    :class:`InvalidBatch` for an empty batch, and ``"N of M rows are invalid; nothing was written"`` with
     one ``{"row", "field", "reason"}`` detail per bad cell or unknown field (rows numbered from 0,
     ordered by row then catalogue field order; at most 1000 details, the message then gives the
     total).
@@ -208,7 +208,8 @@ class _Checker:
             if len(details) >= MAX_DETAILS:
                 break
         message = (
-            f"{bad_rows} {'row is' if bad_rows == 1 else 'rows are'} invalid; nothing was written"
+            f"{bad_rows} of {frame.height} {'row is' if frame.height == 1 else 'rows are'} invalid; "
+            "nothing was written"
         )
         if total > MAX_DETAILS:
             message += f" ({total} problems in all; the first {MAX_DETAILS} are listed)"
@@ -442,25 +443,26 @@ def _parse_iso(text: pl.Series) -> tuple[pl.Series, bool]:
     the usual batch), then, if that left matching text unread, shape by shape.
     """
     t = pl.col("t")
-    matches = t.str.contains(_ISO_PATTERN)
     sample = next((v for v in text.head(16).to_list() if v is not None), "")
-    guessed = t.str.to_datetime(
-        _ISO_FORMATS[_sample_shape(sample)],
-        time_unit="us",
-        time_zone="UTC",
-        strict=False,
-        cache=False,
-    )
-    parsed = pl.when(matches).then(guessed)
-    in_range = parsed.dt.epoch("us").is_between(_US_MIN, _US_MAX)
-    first = (
+    fmt = _ISO_FORMATS[_sample_shape(sample)]
+    # The two costly steps run once each (and side by side); the rest is cheap logic on them.
+    read = (
         text.rename("t")
         .to_frame()
         .select(
-            parsed.alias("t"),
-            (t.is_null() | in_range.fill_null(False)).all().alias("complete"),
-            (matches & guessed.is_null()).any().alias("unread"),
+            t.str.contains(_ISO_PATTERN).alias("matches"),
+            t.str.to_datetime(
+                fmt, time_unit="us", time_zone="UTC", strict=False, cache=False
+            ).alias("guessed"),
         )
+    )
+    matches, guessed = pl.col("matches"), pl.col("guessed")
+    parsed = pl.when(matches).then(guessed)
+    in_range = parsed.dt.epoch("us").is_between(_US_MIN, _US_MAX).fill_null(False)
+    first = read.select(
+        parsed.alias("t"),
+        (matches.is_null() | in_range).all().alias("complete"),
+        (matches & guessed.is_null()).any().alias("unread"),
     )
     result = first["t"]
     if first["complete"][0]:
