@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-import vault.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import vault.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from vault.db import make_engine
 from vault.db_types import UTCDateTime
 from vault.settings import Settings

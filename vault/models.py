@@ -47,6 +47,7 @@ class AccessToken(SQLModel, table=True):
     kind: str = Field(max_length=32)
     citizen_id: str | None = Field(default=None, index=True, max_length=32)
     client_id: str | None = Field(default=None, index=True, max_length=64)
+    department_id: str | None = Field(default=None, index=True, max_length=64)
     scope: str = ""
     audience: str = Field(max_length=64)
     authorization_details: str = "[]"

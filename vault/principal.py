@@ -7,8 +7,9 @@ from typing import Any
 
 from vault.crypto.root_keys import RootKeys
 
-VAULT_AUDIENCE = "civic-vault"
-AGGREGATION_AUDIENCE = "civic-aggregation"
+#: RFC 8707 resource indicators (absolute URIs): a token is issued for one of them and refused by the other.
+VAULT_AUDIENCE = "urn:civic-vault:vault"
+AGGREGATION_AUDIENCE = "urn:civic-vault:aggregation"
 
 #: Scopes a citizen's own session token carries (the first-party app, the citizen's scripts).
 CITIZEN_SESSION_SCOPES = frozenset({"vault:read", "vault:append", "consent:read", "consent:manage"})
@@ -16,12 +17,13 @@ CITIZEN_SESSION_SCOPES = frozenset({"vault:read", "vault:append", "consent:read"
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "citizen" (own session), later "app", "department", "analyst"
+    kind: str  # "citizen" (own session or first-party app), "app", "department", "analyst"
     token_digest: str
     scopes: frozenset[str]
     audience: str
     citizen_id: str | None = None
     client_id: str | None = None
+    department_id: str | None = None
     authorization_details: tuple[dict[str, Any], ...] = ()
     root_keys: RootKeys | None = field(default=None, repr=False)
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("citizen_id", sa.String(length=32), nullable=True),
         sa.Column("client_id", sa.String(length=64), nullable=True),
+        sa.Column("department_id", sa.String(length=64), nullable=True),
         sa.Column("scope", sa.String(), nullable=False),
         sa.Column("audience", sa.String(length=64), nullable=False),
         sa.Column("authorization_details", sa.String(), nullable=False),
@@ -47,6 +48,9 @@ def upgrade() -> None:
     )
     op.create_index(
         op.f("ix_access_tokens_client_id"), "access_tokens", ["client_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_access_tokens_department_id"), "access_tokens", ["department_id"], unique=False
     )
     op.create_index(
         op.f("ix_access_tokens_expires_at"), "access_tokens", ["expires_at"], unique=False
@@ -173,6 +177,7 @@ def downgrade() -> None:
     op.drop_table("audit_entries")
     op.drop_index(op.f("ix_access_tokens_family_id"), table_name="access_tokens")
     op.drop_index(op.f("ix_access_tokens_expires_at"), table_name="access_tokens")
+    op.drop_index(op.f("ix_access_tokens_department_id"), table_name="access_tokens")
     op.drop_index(op.f("ix_access_tokens_client_id"), table_name="access_tokens")
     op.drop_index(op.f("ix_access_tokens_citizen_id"), table_name="access_tokens")
     op.drop_table("access_tokens")

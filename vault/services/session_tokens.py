@@ -66,6 +66,7 @@ def resolve(session: Session, token: str) -> Principal:
         audience=row.audience,
         citizen_id=row.citizen_id,
         client_id=row.client_id,
+        department_id=row.department_id,
         authorization_details=tuple(json.loads(row.authorization_details)),
         root_keys=root,
     )

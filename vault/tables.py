@@ -1,0 +1,6 @@
+"""Every module that defines tables, imported in one place so that migrations and
+``SQLModel.metadata`` see the whole schema. Add a new table module here."""
+
+from __future__ import annotations
+
+import vault.models  # noqa: F401
