@@ -4,3 +4,4 @@
 from __future__ import annotations
 
 import vault.models  # noqa: F401
+import vault.consent_models  # noqa: F401
