@@ -3,5 +3,5 @@
 
 from __future__ import annotations
 
+import vault.consent_models
 import vault.models  # noqa: F401
-import vault.consent_models  # noqa: F401

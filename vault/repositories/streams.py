@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
+from vault.consent_models import KeyGrant
 from vault.models import Chunk, Stream, StreamKey
 
 
@@ -60,7 +61,9 @@ def delete_chunks(session: Session, chunk_ids: Sequence[str]) -> None:
 
 
 def shred_owner_keys(session: Session, stream_ids: Sequence[str]) -> None:
+    """Destroy every sealed copy of the streams' private keys: the owner's and every grant's."""
     if stream_ids:
+        session.execute(delete(KeyGrant).where(col(KeyGrant.stream_id).in_(list(stream_ids))))
         session.execute(
             update(StreamKey)
             .where(col(StreamKey.stream_id).in_(list(stream_ids)))
@@ -72,6 +75,7 @@ def delete_streams_with_everything(session: Session, stream_ids: Sequence[str]) 
     if not stream_ids:
         return
     ids = list(stream_ids)
+    session.execute(delete(KeyGrant).where(col(KeyGrant.stream_id).in_(ids)))
     session.execute(delete(Chunk).where(col(Chunk.stream_id).in_(ids)))
     session.execute(update(Stream).where(col(Stream.id).in_(ids)).values(current_key_id=""))
     session.execute(delete(StreamKey).where(col(StreamKey.stream_id).in_(ids)))

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import nacl.public
 from sqlmodel import Session
 
 from vault.catalogue import Catalogue
@@ -32,9 +33,14 @@ class StreamSummary:
     key_generation: int
 
 
-def new_key_generation(stream: Stream, owner: Citizen, generation: int) -> StreamKey:
+def new_key_generation(
+    stream: Stream,
+    owner: Citizen,
+    generation: int,
+    private: nacl.public.PrivateKey | None = None,
+) -> StreamKey:
     """A fresh X25519 key pair for ``stream``; the private half is kept only sealed to the owner."""
-    private = generate_box_key()
+    private = private or generate_box_key()
     return StreamKey(
         id=uuid.uuid4().hex,
         stream_id=stream.id,
