@@ -1,0 +1,249 @@
+"""Signing and verifying consent terms and consent events with the citizen's Ed25519 key.
+
+The signed message is exactly ``canonical_json(terms.signable_dict())`` (for an event,
+``canonical_json(event.signable_dict())``); the signature is detached (Ed25519, libsodium through
+PyNaCl) and travels with the public key and a key id (the first 16 hex digits of the SHA-256 of the
+32-byte public key).
+
+Security properties (each is checked by ``tests/test_consent_terms.py``):
+
+* **Integrity.** Changing any field of the signed body (any purpose, field, limit, time, URL...)
+  changes its canonical bytes, so the signature no longer verifies: nobody can quietly widen terms.
+  The canonical encoding is deterministic, so equal terms always give equal bytes.
+* **Authenticity, against the verifier's own key.** :func:`verify_signed_terms` compares the key in
+  the envelope with the key the *caller* expects for the subject (looked up in the caller's own
+  registry). An envelope that carries another key, however well it verifies, is refused
+  (``wrong_key``).
+* **Domain separation.** Terms and events carry different ``schema`` IRIs inside the signed JSON,
+  so a signature over one can never be presented as a signature over the other.
+* **Validity and status.** Verification also refuses terms outside their validity window at the
+  caller's ``now`` (``not_yet_valid``, ``expired``) and terms whose history says ``withdrawn`` or
+  ``superseded`` by a later version. Every event that can change the status must itself verify
+  under the same key (an ``expired`` event may be unsigned: it can only restrict).
+* **What this does not provide.** Times are the citizen's and the vault's clocks, not a trusted
+  timestamp; withdrawal and supersession are only seen if the caller passes the history, so the
+  vault must keep events append-only (its audit chain) and pass them all.
+
+Withdrawing is as easy as giving (GDPR Art. 7(3)): :func:`give` and :func:`withdraw` are one call
+each, with the same key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import nacl.exceptions
+import nacl.signing
+
+from consent.canonical import canonical_json
+from consent.errors import SignatureInvalid
+from consent.terms import (
+    ConsentEvent,
+    ConsentStatus,
+    ConsentTerms,
+    FrozenModel,
+    as_utc,
+    consent_status,
+    iso_utc,
+)
+
+_PUBLIC_KEY_BYTES = 32
+_SIGNATURE_BYTES = 64
+
+
+def key_id_for(public_key: bytes) -> str:
+    """The key id: the first 16 hex digits of SHA-256 of the 32-byte public key."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str, size: int, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise SignatureInvalid("malformed", f"the {what} is not base64") from None
+    if len(raw) != size:
+        raise SignatureInvalid("malformed", f"the {what} must be {size} bytes")
+    return raw
+
+
+class SignedTerms(FrozenModel):
+    """Terms with the citizen's detached signature, public key and key id (all base64 / hex)."""
+
+    terms: ConsentTerms
+    signature: str
+    public_key: str
+    key_id: str
+
+    def signed_message(self) -> bytes:
+        """The exact bytes the signature covers."""
+        return canonical_json(self.terms.signable_dict())
+
+
+class SignedEvent(FrozenModel):
+    """A consent event with the citizen's signature (``None`` only for ``expired``)."""
+
+    event: ConsentEvent
+    signature: str | None = None
+    public_key: str | None = None
+    key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedTerms:
+    """Terms whose signature, key, validity window and status were checked at ``verified_at``.
+
+    Only :func:`verify_signed_terms` makes these; ``status`` is ``given`` or ``renewed``.
+    """
+
+    terms: ConsentTerms
+    status: ConsentStatus
+    key_id: str
+    verified_at: datetime
+
+
+def sign_terms(terms: ConsentTerms, signing_key: nacl.signing.SigningKey) -> SignedTerms:
+    """Sign ``canonical_json(terms.signable_dict())`` with the citizen's key (detached)."""
+    public = bytes(signing_key.verify_key)
+    signature = signing_key.sign(canonical_json(terms.signable_dict())).signature
+    return SignedTerms(
+        terms=terms,
+        signature=_b64(bytes(signature)),
+        public_key=_b64(public),
+        key_id=key_id_for(public),
+    )
+
+
+def sign_event(event: ConsentEvent, signing_key: nacl.signing.SigningKey) -> SignedEvent:
+    """Sign ``canonical_json(event.signable_dict())`` with the citizen's key (detached)."""
+    public = bytes(signing_key.verify_key)
+    signature = signing_key.sign(canonical_json(event.signable_dict())).signature
+    return SignedEvent(
+        event=event,
+        signature=_b64(bytes(signature)),
+        public_key=_b64(public),
+        key_id=key_id_for(public),
+    )
+
+
+def give(
+    terms: ConsentTerms, signing_key: nacl.signing.SigningKey, at: datetime
+) -> tuple[SignedTerms, SignedEvent]:
+    """Give consent: the signed terms and the signed ``given`` event recording when."""
+    return sign_terms(terms, signing_key), sign_event(
+        ConsentEvent.for_terms(terms, "given", at), signing_key
+    )
+
+
+def withdraw(
+    terms: ConsentTerms, signing_key: nacl.signing.SigningKey, at: datetime
+) -> SignedEvent:
+    """Withdraw consent: one call, the same key as giving (GDPR Art. 7(3))."""
+    return sign_event(ConsentEvent.for_terms(terms, "withdrawn", at), signing_key)
+
+
+def renew(terms: ConsentTerms, signing_key: nacl.signing.SigningKey, at: datetime) -> SignedEvent:
+    """Re-affirm consent to exactly these terms (DPV: RenewedConsentGiven)."""
+    return sign_event(ConsentEvent.for_terms(terms, "renewed", at), signing_key)
+
+
+def _check_signature(
+    message: bytes,
+    signature_b64: str | None,
+    public_key_b64: str | None,
+    key_id: str | None,
+    expected_verify_key: bytes,
+) -> str:
+    """Verify a detached signature against the expected key; returns the key id."""
+    if signature_b64 is None or public_key_b64 is None or key_id is None:
+        raise SignatureInvalid("malformed", "the signature, public key or key id is missing")
+    public = _unb64(public_key_b64, _PUBLIC_KEY_BYTES, "public key")
+    signature = _unb64(signature_b64, _SIGNATURE_BYTES, "signature")
+    if len(expected_verify_key) != _PUBLIC_KEY_BYTES or not hmac.compare_digest(
+        public, expected_verify_key
+    ):
+        raise SignatureInvalid("wrong_key", "signed with a key other than the subject's key")
+    if not hmac.compare_digest(key_id, key_id_for(public)):
+        raise SignatureInvalid("bad_key_id", "the key id does not match the public key")
+    try:
+        nacl.signing.VerifyKey(public).verify(message, signature)
+    except nacl.exceptions.BadSignatureError:
+        raise SignatureInvalid("bad_signature", "the signature does not verify") from None
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        raise SignatureInvalid("malformed", "the key or signature cannot be used") from None
+    return key_id
+
+
+def verify_event(signed: SignedEvent, expected_verify_key: bytes) -> ConsentEvent:
+    """The event, once its signature verifies under ``expected_verify_key``.
+
+    An unsigned event is accepted only if it is ``expired`` (derived from the clock; it can only
+    restrict). Raises :class:`~consent.errors.SignatureInvalid` otherwise.
+    """
+    if signed.signature is None and signed.event.kind == "expired":
+        return signed.event
+    _check_signature(
+        canonical_json(signed.event.signable_dict()),
+        signed.signature,
+        signed.public_key,
+        signed.key_id,
+        expected_verify_key,
+    )
+    return signed.event
+
+
+def verify_signed_terms(
+    signed: SignedTerms,
+    expected_verify_key: bytes,
+    now: datetime,
+    events: Iterable[SignedEvent] = (),
+) -> VerifiedTerms:
+    """Check everything a recipient must check before relying on signed terms.
+
+    In order: the public key is ``expected_verify_key`` (the subject's key from the caller's own
+    registry), the key id matches it, the Ed25519 signature verifies over
+    ``canonical_json(terms.signable_dict())``; every event about this consent (same id) verifies
+    under the same key; ``now`` is inside ``not_before`` <= now < ``not_after``; and the status
+    derived from the events (:func:`consent.terms.consent_status`) is ``given`` or ``renewed``.
+    Raises :class:`~consent.errors.SignatureInvalid` with a ``reason`` otherwise.
+    """
+    now = as_utc(now)
+    key_id = _check_signature(
+        signed.signed_message(),
+        signed.signature,
+        signed.public_key,
+        signed.key_id,
+        expected_verify_key,
+    )
+    terms = signed.terms
+    history: list[ConsentEvent] = []
+    for item in events:
+        if item.event.terms_id != terms.id:
+            continue
+        try:
+            history.append(verify_event(item, expected_verify_key))
+        except SignatureInvalid as exc:
+            raise SignatureInvalid(
+                "bad_event",
+                f"the {item.event.kind} event of {iso_utc(item.event.at)} does not verify "
+                f"({exc.reason})",
+            ) from None
+    if now < terms.validity.not_before:
+        raise SignatureInvalid(
+            "not_yet_valid", f"the terms apply from {iso_utc(terms.validity.not_before)}"
+        )
+    status = consent_status(terms, history, now)
+    if status == "expired":
+        raise SignatureInvalid("expired", f"the terms ended at {iso_utc(terms.validity.not_after)}")
+    if status in ("withdrawn", "superseded"):
+        raise SignatureInvalid(status, f"the citizen's history says this consent is {status}")
+    return VerifiedTerms(terms=terms, status=status, key_id=key_id, verified_at=now)
