@@ -43,7 +43,7 @@ from sqlmodel import Session, select
 
 from vault.catalogue import StreamType, default_catalogue
 from vault.crypto.passphrase_wrap import KdfCost
-from vault.models import Citizen, Stream
+from vault.models import Citizen
 
 if TYPE_CHECKING:
     from vault.runtime import VaultRuntime
@@ -681,11 +681,7 @@ def _seed_citizen(
     for stream_type in DEMO_STREAM_TYPES:
         label = rt.catalogue.get(stream_type).title
         summary = rt.streams.create(session, reg.citizen_id, stream_type, label, DEMO_ACTOR)
-        # Created in this very transaction, so the session's identity map holds the row: no
-        # query, and no lock needed (nobody else can see the row before the commit).
-        stream = session.get(Stream, summary.id)
-        if stream is None:  # pragma: no cover - the registry has just flushed it
-            raise DemoCityError(f"stream {summary.id} vanished while seeding")
+        stream = rt.streams.get_owned(session, reg.citizen_id, summary.id, for_update=True)
         frame = city.records(citizen, stream_type)
         chunk = rt.chunks.write(session, stream, frame)
         written.append((stream_type, stream.id, chunk.chunk_id, frame.height))

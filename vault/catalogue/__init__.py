@@ -454,3 +454,11 @@ def _stream_type(raw: object, position: int) -> StreamType:
         fields=tuple(fields.values()),
         public_dimensions=dimensions,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def default_catalogue_json() -> dict[str, Any]:
+    """The packaged catalogue as decoded JSON, for the consent package (which reads it as data)."""
+    text = resources.files(__name__).joinpath(_RESOURCE).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data

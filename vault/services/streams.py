@@ -64,7 +64,10 @@ class StreamRegistry:
         label: str = "",
         actor: str = "citizen",
     ) -> StreamSummary:
-        spec = self._catalogue.get(stream_type)
+        try:
+            spec = self._catalogue.get(stream_type)
+        except NotFound as exc:
+            raise InvalidInput(exc.message, details=exc.details) from None
         if len(label) > MAX_LABEL:
             raise InvalidInput(
                 f"label is longer than {MAX_LABEL} characters",

@@ -1,0 +1,124 @@
+"""Queries on departments, data requests, declines, consents and their events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from vault.consent_models import (
+    ConsentEventRow,
+    ConsentRecord,
+    DataRequestRow,
+    Department,
+    RequestDecline,
+)
+
+
+def department(session: Session, department_id: str) -> Department | None:
+    return session.get(Department, department_id)
+
+
+def departments(session: Session) -> Sequence[Department]:
+    return session.exec(select(Department).order_by(col(Department.id))).all()
+
+
+def request(session: Session, request_id: str) -> DataRequestRow | None:
+    return session.get(DataRequestRow, request_id)
+
+
+def requests_of_department(session: Session, department_id: str) -> Sequence[DataRequestRow]:
+    return session.exec(
+        select(DataRequestRow)
+        .where(DataRequestRow.department_id == department_id)
+        .order_by(col(DataRequestRow.created_at))
+    ).all()
+
+
+def open_requests(session: Session) -> Sequence[DataRequestRow]:
+    return session.exec(
+        select(DataRequestRow)
+        .where(DataRequestRow.status == "open")
+        .order_by(col(DataRequestRow.created_at))
+    ).all()
+
+
+def declined_request_ids(session: Session, citizen_id: str) -> set[str]:
+    rows = session.exec(select(RequestDecline).where(RequestDecline.citizen_id == citizen_id)).all()
+    return {r.request_id for r in rows}
+
+
+def consent(
+    session: Session, consent_id: str, *, citizen_id: str | None = None, for_update: bool = False
+) -> ConsentRecord | None:
+    stmt = select(ConsentRecord).where(ConsentRecord.id == consent_id)
+    if citizen_id is not None:
+        stmt = stmt.where(ConsentRecord.citizen_id == citizen_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.exec(stmt).first()
+
+
+def consents_of_citizen(session: Session, citizen_id: str) -> Sequence[ConsentRecord]:
+    return session.exec(
+        select(ConsentRecord)
+        .where(ConsentRecord.citizen_id == citizen_id)
+        .order_by(col(ConsentRecord.created_at))
+    ).all()
+
+
+def active_consents_of_citizen(session: Session, citizen_id: str) -> Sequence[ConsentRecord]:
+    return session.exec(
+        select(ConsentRecord).where(
+            ConsentRecord.citizen_id == citizen_id, col(ConsentRecord.status).in_(["given", "renewed"])
+        )
+    ).all()
+
+
+def active_consents_of_department(session: Session, department_id: str) -> Sequence[ConsentRecord]:
+    return session.exec(
+        select(ConsentRecord).where(
+            ConsentRecord.department_id == department_id,
+            col(ConsentRecord.status).in_(["given", "renewed"]),
+        )
+    ).all()
+
+
+def active_consents_of_client(
+    session: Session, citizen_id: str, client_id: str
+) -> Sequence[ConsentRecord]:
+    return session.exec(
+        select(ConsentRecord).where(
+            ConsentRecord.citizen_id == citizen_id,
+            ConsentRecord.client_id == client_id,
+            col(ConsentRecord.status).in_(["given", "renewed"]),
+        )
+    ).all()
+
+
+def due_to_expire(session: Session, now: datetime) -> Sequence[ConsentRecord]:
+    return session.exec(
+        select(ConsentRecord).where(
+            col(ConsentRecord.status).in_(["given", "renewed"]), col(ConsentRecord.not_after) <= now
+        )
+    ).all()
+
+
+def events(session: Session, consent_ids: Sequence[str]) -> Sequence[ConsentEventRow]:
+    if not consent_ids:
+        return []
+    return session.exec(
+        select(ConsentEventRow)
+        .where(col(ConsentEventRow.consent_id).in_(list(consent_ids)))
+        .order_by(col(ConsentEventRow.at))
+    ).all()
+
+
+def delete_for_citizen(session: Session, citizen_id: str) -> None:
+    ids = [c.id for c in consents_of_citizen(session, citizen_id)]
+    if ids:
+        session.execute(delete(ConsentEventRow).where(col(ConsentEventRow.consent_id).in_(ids)))
+        session.execute(delete(ConsentRecord).where(col(ConsentRecord.id).in_(ids)))
+    session.execute(delete(RequestDecline).where(col(RequestDecline.citizen_id) == citizen_id))

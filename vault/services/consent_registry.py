@@ -1,0 +1,583 @@
+"""The vault's side of consent: giving, declining, withdrawing and expiring consents, the grants that
+serve them, and the one gate through which anyone uses a grant.
+
+Properties:
+* terms are stored as the exact canonical JSON the citizen signed; before any use the signature is
+  verified against the citizen's key from the citizens table, with the whole signed history of the
+  consent, so terms edited in the database (a wider purpose, another department, a larger epsilon,
+  a later end) are refused, never obeyed (:meth:`ConsentRegistry.verify`);
+* whether a use is allowed is decided only by :func:`consent.decision.decide` on verified terms
+  (:meth:`ConsentRegistry.decide`);
+* withdrawal and expiry delete the consent's grants and rotate the keys of the streams they covered,
+  at once, so the old grantee cannot open chunks written afterwards;
+* every decision of the citizen (accept, decline, withdraw) and every expiry is in the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import nacl.public
+from sqlalchemy import delete
+from sqlmodel import Session, col
+
+from consent.canonical import canonical_json
+from consent.data_catalogue import DataCatalogue
+from consent.decision import AccessRequest, Decision, decide
+from consent.errors import SignatureInvalid, TermsInvalid
+from consent.exports.iso27560 import to_iso27560
+from consent.exports.kantara import to_kantara
+from consent.exports.odrl import to_odrl
+from consent.request_templates import DEPARTMENT_NAMES, DIMENSION_NAMES, FIELD_NAMES, STREAM_NAMES
+from consent.signing import (
+    SignedEvent,
+    SignedTerms,
+    VerifiedTerms,
+    give,
+    key_id_for,
+    verify_signed_terms,
+    withdraw,
+)
+from consent.summary import Vocabulary, plain_summary
+from consent.terms import (
+    ConsentEvent,
+    ConsentTerms,
+    DataRequest,
+    Narrowing,
+    consent_status,
+    parse_terms,
+    validate_terms,
+)
+from vault.bundle import b64, unb64
+from vault.catalogue import default_catalogue_json
+from vault.clock import utcnow
+from vault.consent_models import ConsentEventRow, ConsentRecord, RequestDecline
+from vault.crypto.root_keys import RootKeys
+from vault.errors import Conflict, DomainError, InvalidInput, NotFound
+from vault.models import Citizen, Stream
+from vault.repositories import citizens as citizen_repo
+from vault.repositories import consents as consent_repo
+from vault.repositories import streams as stream_repo
+from vault.service_keys import ServiceKeys
+from vault.services import key_grants
+from vault.services.audit_log import AuditLog
+from vault.services.chunk_store import owner_key_opener
+
+ACTIVE = ("given", "renewed")
+FORMATS = ("json", "odrl", "iso27560", "kantara")
+
+
+class ConsentTampered(DomainError):
+    """Stored terms or their history do not verify: the consent is not used."""
+
+    code = "consent_integrity_error"
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: str
+    department_id: str
+    department_name: str
+    title: str
+    summary: str
+    purpose: str
+    stream_types: list[str]
+    epsilon_per_period: float | None
+    duration: str
+    notice_url: str
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    id: str
+    terms_id: str
+    version: int
+    status: str
+    verified: bool
+    problem: str | None
+    department_id: str | None
+    client_id: str | None
+    request_id: str | None
+    summary: str
+    created_at: datetime
+    not_after: datetime
+    terms: dict[str, Any]
+
+
+def terms_sha256(record: ConsentRecord) -> str:
+    return hashlib.sha256(record.terms_json.encode("utf-8")).hexdigest()
+
+
+class ConsentRegistry:
+    def __init__(self, audit: AuditLog, keys: ServiceKeys) -> None:
+        self._audit = audit
+        self._keys = keys
+        self._catalogue: DataCatalogue | None = None
+
+    # -- reference data ------------------------------------------------------------------------
+
+    @property
+    def catalogue(self) -> DataCatalogue:
+        if self._catalogue is None:
+            self._catalogue = DataCatalogue.from_catalogue_json(default_catalogue_json())
+        return self._catalogue
+
+    def vocabulary(self, session: Session) -> Vocabulary:
+        names: dict[str, dict[str, str]] = {k: dict(v) for k, v in DEPARTMENT_NAMES.items()}
+        for dept in consent_repo.departments(session):
+            names[dept.id] = {"en": dept.name, **({"es": dept.name_es} if dept.name_es else {})}
+        return Vocabulary.from_catalogue_json(
+            default_catalogue_json(),
+            names,
+            stream_names=STREAM_NAMES,
+            field_names=FIELD_NAMES,
+            dimension_names=DIMENSION_NAMES,
+        )
+
+    def grantee_public_keys(self) -> dict[str, bytes]:
+        return {
+            "aggregation": bytes(self._keys.aggregation.public_key),
+            "app-access": bytes(self._keys.app_access.public_key),
+        }
+
+    def grantee_private_key(self, grantee: str) -> nacl.public.PrivateKey:
+        return {"aggregation": self._keys.aggregation, "app-access": self._keys.app_access}[grantee]
+
+    # -- reading stored consents ---------------------------------------------------------------
+
+    @staticmethod
+    def signed_of(record: ConsentRecord) -> SignedTerms:
+        try:
+            terms = parse_terms(json.loads(record.terms_json))
+        except (ValueError, TermsInvalid) as exc:
+            raise ConsentTampered(f"consent {record.id}: stored terms cannot be read") from exc
+        return SignedTerms(
+            terms=terms,
+            signature=b64(record.signature),
+            public_key=b64(record.signing_key),
+            key_id=key_id_for(record.signing_key),
+        )
+
+    @staticmethod
+    def _signed_event(row: ConsentEventRow, signing_key: bytes) -> SignedEvent:
+        event = ConsentEvent.model_validate(json.loads(row.event_json))
+        if row.signature is None:
+            return SignedEvent(event=event)
+        return SignedEvent(
+            event=event,
+            signature=b64(row.signature),
+            public_key=b64(signing_key),
+            key_id=key_id_for(signing_key),
+        )
+
+    def history(self, session: Session, record: ConsentRecord) -> list[SignedEvent]:
+        """Every event of every version of this consent (status needs them all)."""
+        versions = [
+            c.id
+            for c in consent_repo.consents_of_citizen(session, record.citizen_id)
+            if c.terms_id == record.terms_id
+        ]
+        return [
+            self._signed_event(e, record.signing_key)
+            for e in consent_repo.events(session, versions)
+        ]
+
+    def verify(self, session: Session, record: ConsentRecord, now: datetime) -> VerifiedTerms:
+        """Verified terms, or :class:`ConsentTampered` / the consent's own reason (withdrawn,
+        expired). The key is the citizen's, from the citizens table, not the copy on the row."""
+        citizen = citizen_repo.by_id(session, record.citizen_id)
+        if citizen is None:
+            raise ConsentTampered(f"consent {record.id} names no citizen of this vault")
+        signed = self.signed_of(record)
+        if signed.terms.subject != record.citizen_id:
+            raise ConsentTampered(f"consent {record.id}: the terms name another subject")
+        try:
+            return verify_signed_terms(
+                signed, citizen.verify_key, now, self.history(session, record)
+            )
+        except SignatureInvalid as exc:
+            raise ConsentTampered(
+                f"consent {record.id} does not verify: {exc.reason}",
+                details=[{"reason": exc.reason}],
+            ) from None
+
+    def decide(
+        self, session: Session, record: ConsentRecord, request: AccessRequest
+    ) -> tuple[Decision, VerifiedTerms | None]:
+        """The gate: verify the stored consent, then let the consent package decide."""
+        try:
+            verified = self.verify(session, record, request.at)
+        except ConsentTampered as exc:
+            return Decision(False, (exc.message,)), None
+        return decide(verified, verified.status, request), verified
+
+    # -- requests ------------------------------------------------------------------------------
+
+    @staticmethod
+    def request_model(row_json: str) -> DataRequest:
+        return DataRequest.model_validate(json.loads(row_json))
+
+    def request_view(
+        self, session: Session, row_id: str, vocabulary: Vocabulary, language: str
+    ) -> RequestView:
+        row = consent_repo.request(session, row_id)
+        if row is None:
+            raise NotFound(f"no data request {row_id!r}")
+        request = self.request_model(row.request_json)
+        preview = request.terms_for("preview-subject", utcnow())
+        return RequestView(
+            id=row.id,
+            department_id=row.department_id,
+            department_name=vocabulary.recipient_name(preview.recipients[0], language),
+            title=request.title.get(language),
+            summary=plain_summary(preview, vocabulary, language),
+            purpose=request.purpose_text.get(language),
+            stream_types=[c.stream_type for c in request.data_categories],
+            epsilon_per_period=request.dp_limits.epsilon_per_period if request.dp_limits else None,
+            duration=request.duration,
+            notice_url=request.notice.url,
+            request=json.loads(row.request_json),
+        )
+
+    def open_requests(self, session: Session, citizen_id: str, language: str) -> list[RequestView]:
+        """Open requests the citizen has neither declined nor already accepted."""
+        declined = consent_repo.declined_request_ids(session, citizen_id)
+        accepted = {
+            c.request_id for c in consent_repo.active_consents_of_citizen(session, citizen_id)
+        }
+        vocabulary = self.vocabulary(session)
+        now = utcnow()
+        return [
+            self.request_view(session, row.id, vocabulary, language)
+            for row in consent_repo.open_requests(session)
+            if row.id not in declined
+            and row.id not in accepted
+            and (row.closes_at is None or row.closes_at > now)
+        ]
+
+    def _open_request(self, session: Session, request_id: str, now: datetime) -> DataRequest:
+        row = consent_repo.request(session, request_id)
+        if row is None:
+            raise NotFound(f"no data request {request_id!r}")
+        if row.status != "open" or (row.closes_at is not None and row.closes_at <= now):
+            raise Conflict(
+                f"the request {request_id!r} is closed and can no longer be accepted",
+                details=[{"field": "request", "reason": "closed"}],
+            )
+        return self.request_model(row.request_json)
+
+    # -- the citizen's decisions ---------------------------------------------------------------
+
+    def accept(
+        self,
+        session: Session,
+        citizen_id: str,
+        root: RootKeys,
+        request_id: str,
+        narrowing: Narrowing | None,
+        now: datetime,
+    ) -> ConsentView:
+        request = self._open_request(session, request_id, now)
+        for existing in consent_repo.active_consents_of_citizen(session, citizen_id):
+            if existing.request_id == request_id:
+                raise Conflict(
+                    "you have already accepted this request; withdraw it first to change it",
+                    details=[{"field": "request", "reason": "already accepted"}],
+                )
+        terms = request.terms_for(citizen_id, now, narrowing, terms_id=uuid.uuid4().hex)
+        record = self.give_terms(session, citizen_id, root, terms, now, request_id=request_id)
+        session.execute(
+            delete(RequestDecline).where(
+                col(RequestDecline.citizen_id) == citizen_id,
+                col(RequestDecline.request_id) == request_id,
+            )
+        )
+        return self.view(session, record, now, "en")
+
+    def give_terms(
+        self,
+        session: Session,
+        citizen_id: str,
+        root: RootKeys,
+        terms: ConsentTerms,
+        now: datetime,
+        *,
+        request_id: str | None = None,
+        client_id: str | None = None,
+        actor: str = "citizen",
+    ) -> ConsentRecord:
+        """Sign ``terms`` with the citizen's key, store them, and grant the streams they cover."""
+        validate_terms(terms, self.catalogue)
+        owner = citizen_repo.by_id(session, citizen_id)
+        if owner is None or terms.subject != citizen_id:
+            raise InvalidInput(
+                "the terms must name this citizen as their subject",
+                details=[{"field": "subject", "reason": "not this citizen"}],
+            )
+        signed, given = give(terms, root.signing_key, now)
+        department = next((r.id for r in terms.recipients if r.kind == "department"), None)
+        client = client_id or next((r.id for r in terms.recipients if r.kind == "client"), None)
+        record = ConsentRecord(
+            id=uuid.uuid4().hex,
+            terms_id=terms.id,
+            version=terms.version,
+            citizen_id=citizen_id,
+            department_id=department,
+            client_id=client,
+            request_id=request_id,
+            terms_json=signed.signed_message().decode("utf-8"),
+            signature=unb64(signed.signature),
+            signing_key=root.verify_key,
+            status="given",
+            not_after=terms.validity.not_after,
+            created_at=now,
+        )
+        session.add(record)
+        session.flush()
+        self._store_event(session, record, given)
+        grantee = "aggregation" if terms.processing.mode == "dp_aggregate" else "app-access"
+        opener = owner_key_opener(root.box_key)
+        granted = 0
+        for stream in self._covered_streams(session, citizen_id, terms):
+            granted += key_grants.grant_stream(
+                session,
+                consent_id=record.id,
+                terms_sha256=terms_sha256(record),
+                stream=stream,
+                open_owner_key=opener,
+                grantee=grantee,
+                grantee_public_key=self.grantee_public_keys()[grantee],
+            )
+        self._audit.append(
+            session,
+            citizen_id,
+            actor,
+            "consent.given",
+            {
+                "consent": record.id,
+                "terms": f"{terms.id}:{terms.version}",
+                "department": department,
+                "client": client,
+                "request": request_id,
+                "purposes": list(terms.purpose_ids),
+                "epsilon_per_period": terms.dp_limits.epsilon_per_period
+                if terms.dp_limits
+                else None,
+                "not_after": terms.validity.not_after.isoformat(),
+            },
+        )
+        return record
+
+    @staticmethod
+    def _covered_streams(session: Session, citizen_id: str, terms: ConsentTerms) -> list[Stream]:
+        """The citizen's streams of the consented types; with grouping, also the profile stream
+        (only its public dimensions are ever read from it, as group keys)."""
+        types = {c.stream_type for c in terms.data_categories}
+        if terms.group_by and terms.processing.mode == "dp_aggregate":
+            types.add("profile")
+        return [s for s in stream_repo.for_citizen(session, citizen_id) if s.stream_type in types]
+
+    def _store_event(self, session: Session, record: ConsentRecord, event: SignedEvent) -> None:
+        session.add(
+            ConsentEventRow(
+                id=uuid.uuid4().hex,
+                consent_id=record.id,
+                kind=event.event.kind,
+                at=event.event.at,
+                event_json=canonical_json(event.event.signable_dict()).decode("utf-8"),
+                signature=unb64(event.signature) if event.signature else None,
+            )
+        )
+        session.flush()
+
+    def decline(self, session: Session, citizen_id: str, request_id: str, now: datetime) -> None:
+        self._open_request(session, request_id, now)
+        if request_id not in consent_repo.declined_request_ids(session, citizen_id):
+            session.add(
+                RequestDecline(citizen_id=citizen_id, request_id=request_id, declined_at=now)
+            )
+        self._audit.append(
+            session, citizen_id, "citizen", "request.declined", {"request": request_id}
+        )
+
+    def withdraw(
+        self,
+        session: Session,
+        citizen_id: str,
+        root: RootKeys,
+        consent_id: str,
+        now: datetime,
+        actor: str = "citizen",
+    ) -> ConsentView:
+        record = consent_repo.consent(session, consent_id, citizen_id=citizen_id, for_update=True)
+        if record is None:
+            raise NotFound(f"no consent {consent_id!r} in your vault")
+        if record.status not in ACTIVE:
+            raise Conflict(
+                f"this consent is already {record.status}",
+                details=[{"field": "consent", "reason": f"already {record.status}"}],
+            )
+        terms = self.signed_of(record).terms
+        self._store_event(session, record, withdraw(terms, root.signing_key, now))
+        self._end(session, record, "withdrawn")
+        self._audit.append(
+            session,
+            citizen_id,
+            actor,
+            "consent.withdrawn",
+            {"consent": record.id, "department": record.department_id, "client": record.client_id},
+        )
+        return self.view(session, record, now, "en")
+
+    def _end(self, session: Session, record: ConsentRecord, status: str) -> None:
+        """Delete the consent's grants, then rotate the keys of every stream they covered."""
+        covered = {g.stream_id for g in key_grants.grants_of_consent(session, record.id)}
+        key_grants.delete_grants(session, [record.id])
+        record.status = status
+        session.add(record)
+        owner = citizen_repo.by_id(session, record.citizen_id)
+        if owner is None:
+            return
+        for stream_id in sorted(covered):
+            stream = stream_repo.owned(session, record.citizen_id, stream_id, for_update=True)
+            if stream is not None:
+                key_grants.rotate_stream_key(session, stream, owner, self.grantee_public_keys())
+        session.flush()
+
+    def expire_due(self, session: Session, now: datetime) -> int:
+        """End every consent whose validity has run out (no one needs to act)."""
+        due = consent_repo.due_to_expire(session, now)
+        for record in due:
+            terms = self.signed_of(record).terms
+            self._store_event(
+                session, record, SignedEvent(event=ConsentEvent.for_terms(terms, "expired", now))
+            )
+            self._end(session, record, "expired")
+            self._audit.append(
+                session, record.citizen_id, "vault", "consent.expired", {"consent": record.id}
+            )
+        return len(due)
+
+    def on_stream_created(
+        self, session: Session, owner: Citizen, stream: Stream, root: RootKeys | None
+    ) -> None:
+        """A stream created after a consent that covers its type joins that consent's grants."""
+        if root is None:
+            return
+        now = utcnow()
+        for record in consent_repo.active_consents_of_citizen(session, owner.id):
+            try:
+                verified = self.verify(session, record, now)
+            except ConsentTampered:
+                continue
+            if stream in self._covered_streams(session, owner.id, verified.terms):
+                grantee = (
+                    "aggregation"
+                    if verified.terms.processing.mode == "dp_aggregate"
+                    else "app-access"
+                )
+                key_grants.grant_stream(
+                    session,
+                    consent_id=record.id,
+                    terms_sha256=terms_sha256(record),
+                    stream=stream,
+                    open_owner_key=owner_key_opener(root.box_key),
+                    grantee=grantee,
+                    grantee_public_key=self.grantee_public_keys()[grantee],
+                )
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def view(
+        self, session: Session, record: ConsentRecord, now: datetime, language: str
+    ) -> ConsentView:
+        """What the citizen sees of one consent; a consent that fails verification says so."""
+        problem: str | None = None
+        try:
+            signed = self.signed_of(record)
+            terms_dict = signed.terms.signable_dict()
+            summary = plain_summary(signed.terms, self.vocabulary(session), language)
+            status: str = consent_status(
+                signed.terms, [e.event for e in self.history(session, record)], now
+            )
+            if status in ACTIVE:
+                self.verify(session, record, now)
+        except ConsentTampered as exc:
+            problem = exc.message
+            terms_dict, summary, status = _loose_json(record.terms_json), "", record.status
+        return ConsentView(
+            id=record.id,
+            terms_id=record.terms_id,
+            version=record.version,
+            status=status,
+            verified=problem is None,
+            problem=problem,
+            department_id=record.department_id,
+            client_id=record.client_id,
+            request_id=record.request_id,
+            summary=summary,
+            created_at=record.created_at,
+            not_after=record.not_after,
+            terms=terms_dict,
+        )
+
+    def list_for(self, session: Session, citizen_id: str, language: str) -> list[ConsentView]:
+        now = utcnow()
+        return [
+            self.view(session, r, now, language)
+            for r in consent_repo.consents_of_citizen(session, citizen_id)
+        ]
+
+    def get(self, session: Session, citizen_id: str, consent_id: str) -> ConsentRecord:
+        record = consent_repo.consent(session, consent_id, citizen_id=citizen_id)
+        if record is None:
+            raise NotFound(f"no consent {consent_id!r} in your vault")
+        return record
+
+    def render(self, session: Session, record: ConsentRecord, fmt: str) -> dict[str, Any]:
+        """The consent in a standard vocabulary: ODRL 2.2, ISO/IEC TS 27560 or Kantara CR 1.1."""
+        signed = self.signed_of(record)
+        events = self.history(session, record)
+        if fmt == "odrl":
+            return to_odrl(signed)
+        if fmt == "iso27560":
+            return to_iso27560(signed, events, now=utcnow())
+        if fmt == "kantara":
+            return to_kantara(signed, events)
+        raise InvalidInput(
+            f"format must be one of {', '.join(FORMATS)}",
+            details=[{"field": "format", "reason": "unknown format"}],
+        )
+
+    def signed_documents(self, session: Session, citizen_id: str) -> list[dict[str, Any]]:
+        """Every consent of the citizen with its signature and signed history (for the export)."""
+        out = []
+        for record in consent_repo.consents_of_citizen(session, citizen_id):
+            signed = self.signed_of(record)
+            out.append(
+                {
+                    "consent_id": record.id,
+                    "signed_terms": signed.model_dump(mode="json", by_alias=True),
+                    "events": [
+                        e.model_dump(mode="json", by_alias=True)
+                        for e in self.history(session, record)
+                    ],
+                    "status": record.status,
+                }
+            )
+        return out
+
+
+def _loose_json(text: str) -> dict[str, Any]:
+    """Stored terms as they are, even when they no longer verify (to show what was found)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
