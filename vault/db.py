@@ -21,6 +21,9 @@ from sqlmodel import Session, create_engine
 
 from vault.errors import DomainError
 
+#: Execution option marking a read-only transaction (no write lock on SQLite).
+READ_ONLY_OPTION = "civic_read_only"
+
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
@@ -56,10 +59,16 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY_OPTION):
+            # A reader sees a consistent snapshot (WAL) and never waits for writers.
+            conn.exec_driver_sql("BEGIN")
+            return
         write_lock.acquire()
+        conn.info["holds_write_lock"] = True
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
+            conn.info.pop("holds_write_lock", None)
             write_lock.release()
             raise
 
@@ -71,7 +80,8 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
             if dbapi is not None and dbapi.in_transaction:
                 dbapi.execute(statement)
         finally:
-            write_lock.release()
+            if conn.info.pop("holds_write_lock", False):
+                write_lock.release()
 
     @event.listens_for(engine, "commit")
     def _commit(conn: Any) -> None:
@@ -102,4 +112,18 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_only(engine: Engine) -> Iterator[Session]:
+    """A transaction that only reads: on SQLite it takes no write lock and never waits for writers.
+
+    Writing through it is a bug (SQLite would refuse or serialise it late); use ``unit_of_work``.
+    """
+    session = Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.rollback()
         session.close()

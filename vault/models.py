@@ -97,6 +97,7 @@ class Chunk(SQLModel, table=True):
     seq: int
     stream_key_id: str = Field(foreign_key="stream_keys.id", max_length=32)
     schema_version: int
+    format: str = Field(max_length=16)
     record_count: int
     ciphertext: bytes = Field(sa_column=_blob())
     sealed_key: bytes = Field(sa_column=_blob())

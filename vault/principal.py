@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,13 @@ class Principal:
     client_id: str | None = None
     department_id: str | None = None
     authorization_details: tuple[dict[str, Any], ...] = ()
-    root_keys: RootKeys | None = field(default=None, repr=False)
+    #: Opens the citizen's root keys (only a citizen's own session can); called when a route needs
+    #: them, so that routes that only append pay nothing for it.
+    unlock: Callable[[], RootKeys] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def root_keys(self) -> RootKeys | None:
+        return None if self.unlock is None else self.unlock()
 
     @property
     def actor(self) -> str:

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from vault.catalogue import Catalogue, default_catalogue
 from vault.crypto.passphrase_wrap import KdfCost
-from vault.db import make_engine, unit_of_work
+from vault.db import make_engine, read_only, unit_of_work
 from vault.login_throttle import LoginThrottle
 from vault.service_keys import ServiceKeys
 from vault.services.accounts import CitizenAccounts
@@ -85,4 +85,10 @@ class VaultRuntime:
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
         with unit_of_work(self.engine) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only transaction (no write lock on SQLite)."""
+        with read_only(self.engine) as session:
             yield session

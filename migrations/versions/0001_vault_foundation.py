@@ -149,6 +149,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("stream_key_id", sa.String(length=32), nullable=False),
         sa.Column("schema_version", sa.Integer(), nullable=False),
+        sa.Column("format", sa.String(length=16), nullable=False),
         sa.Column("record_count", sa.Integer(), nullable=False),
         sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
         sa.Column("sealed_key", sa.LargeBinary(), nullable=False),

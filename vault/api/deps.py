@@ -47,7 +47,7 @@ def require(*scopes: str, audience: str = VAULT_AUDIENCE) -> Callable[..., Princ
     ) -> Principal:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthenticated("sign in first: send 'Authorization: Bearer <access token>'")
-        with rt.unit_of_work() as session:
+        with rt.reading() as session:
             principal = session_tokens.resolve(session, credentials.credentials)
         if principal.audience != audience:
             raise Unauthenticated(

@@ -89,9 +89,12 @@ async def append_records(
     content_type = request.headers.get("content-type")
 
     def _append() -> IngestOut:
+        # Validate and encode outside the write transaction; then write.
+        with rt.reading() as session:
+            prepared = rt.ingest.prepare(session, citizen_id, stream_id, body, content_type)
         with rt.unit_of_work() as session:
-            result = rt.ingest.append(
-                session, citizen_id, stream_id, body, content_type, idempotency_key, principal.actor
+            result = rt.ingest.commit(
+                session, citizen_id, prepared, idempotency_key, principal.actor
             )
         return IngestOut(**result.__dict__)
 

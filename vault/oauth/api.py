@@ -39,7 +39,9 @@ from vault.services import session_tokens
 router = APIRouter()
 
 
-def install(app: FastAPI, oauth: OAuthRuntime | None = None, config: OAuthConfig | None = None) -> OAuthRuntime:
+def install(
+    app: FastAPI, oauth: OAuthRuntime | None = None, config: OAuthConfig | None = None
+) -> OAuthRuntime:
     """Build the OAuth runtime on ``app.state.vault``, keep it as ``app.state.oauth``, mount the
     routes and pages. Returns the runtime, whose hook slots the consent integration fills."""
     rt = oauth or OAuthRuntime.build(app.state.vault, config)
@@ -80,8 +82,12 @@ class ClientRegistrationIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     client_name: str = Field(min_length=1, max_length=100, examples=["Trip Diary"])
-    redirect_uris: list[str] = Field(min_length=1, max_length=10, examples=[["https://trips.example/callback"]])
-    grant_types: list[str] | None = Field(default=None, examples=[["authorization_code", "refresh_token"]])
+    redirect_uris: list[str] = Field(
+        min_length=1, max_length=10, examples=[["https://trips.example/callback"]]
+    )
+    grant_types: list[str] | None = Field(
+        default=None, examples=[["authorization_code", "refresh_token"]]
+    )
     response_types: list[str] | None = Field(default=None, examples=[["code"]])
     token_endpoint_auth_method: str | None = Field(default=None, examples=["client_secret_basic"])
     scope: str | None = Field(default=None, max_length=200, examples=["vault:append"])
@@ -107,7 +113,9 @@ class ConnectedAppOut(BaseModel):
     scopes: list[str]
     scope_words: list[str] = Field(description="What the app may do, in plain words")
     authorization_details: list[dict[str, Any]]
-    detail_words: list[str] = Field(description="Exactly which data, why and until when, in plain words")
+    detail_words: list[str] = Field(
+        description="Exactly which data, why and until when, in plain words"
+    )
     connected_at: datetime
     last_token_at: datetime
     expires_at: datetime
@@ -143,7 +151,10 @@ def metadata(config: OAuthConfig) -> dict[str, Any]:
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": list(clients.AUTH_METHODS),
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
         "revocation_endpoint_auth_methods_supported": list(clients.AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
@@ -197,7 +208,9 @@ async def _client_endpoint(request: Request, rt: OAuthRuntime, endpoint: str) ->
     wait = max(rt.client_throttle.retry_after(k) for k in keys)
     if wait > 0:
         refused_result = OAuthResult.failure(
-            "invalid_request", f"Too many failed client authentications; try again in {wait} seconds.", 429
+            "invalid_request",
+            f"Too many failed client authentications; try again in {wait} seconds.",
+            429,
         )
         response = refused_result.to_response()
         response.headers["Retry-After"] = str(wait)
@@ -224,12 +237,20 @@ async def _client_endpoint(request: Request, rt: OAuthRuntime, endpoint: str) ->
     responses=_ERRORS,
     openapi_extra=_form_body(
         {
-            "grant_type": {"type": "string", "enum": ["authorization_code", "refresh_token", "client_credentials"]},
-            "code": _STR, "redirect_uri": _STR, "code_verifier": _STR, "refresh_token": _STR,
-            "scope": _STR, "resource": _STR, **_CLIENT_FIELDS,
+            "grant_type": {
+                "type": "string",
+                "enum": ["authorization_code", "refresh_token", "client_credentials"],
+            },
+            "code": _STR,
+            "redirect_uri": _STR,
+            "code_verifier": _STR,
+            "refresh_token": _STR,
+            "scope": _STR,
+            "resource": _STR,
+            **_CLIENT_FIELDS,
         },
         ["grant_type"],
-    ),  # fmt: skip
+    ),
 )
 async def token_endpoint(request: Request, rt: OAuthRt) -> Response:
     """Exchange a code (with PKCE), refresh (rotating), or use client credentials."""
@@ -264,7 +285,9 @@ async def revocation_endpoint(request: Request, rt: OAuthRt) -> Response:
 # --------------------------------------------------------------------------------------------------
 
 
-def _oauth_json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+def _oauth_json(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(body, status, headers={**NO_STORE, **(headers or {})})
 
 
@@ -282,7 +305,10 @@ def _registrant(rt: OAuthRuntime, request: Request) -> tuple[bool, str | None]:
             principal = session_tokens.resolve(session, credential)
     except DomainError:
         return False, None
-    if principal.kind in (policy.TOKEN_KIND_CITIZEN, policy.TOKEN_KIND_DEVELOPER) and principal.citizen_id:
+    if (
+        principal.kind in (policy.TOKEN_KIND_CITIZEN, policy.TOKEN_KIND_DEVELOPER)
+        and principal.citizen_id
+    ):
         return True, principal.citizen_id
     return False, None
 
@@ -307,7 +333,10 @@ async def register_client(request: Request, rt: OAuthRt) -> Response:
     if not allowed:
         return _oauth_json(
             401,
-            {"error": "invalid_token", "error_description": "Send the initial access token or your session token."},
+            {
+                "error": "invalid_token",
+                "error_description": "Send the initial access token or your session token.",
+            },
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -319,7 +348,9 @@ async def register_client(request: Request, rt: OAuthRt) -> Response:
         message = "the client metadata is not valid JSON of the expected shape"
         if isinstance(exc, ValidationError):
             first = exc.errors()[0]
-            message = f"{'.'.join(str(p) for p in first.get('loc', ())) or 'body'}: {first.get('msg')}"
+            message = (
+                f"{'.'.join(str(p) for p in first.get('loc', ())) or 'body'}: {first.get('msg')}"
+            )
         return _oauth_json(400, {"error": "invalid_client_metadata", "error_description": message})
 
     def _register() -> clients.RegisteredClient:
@@ -373,7 +404,9 @@ _APP_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/v1/me/apps", tags=["connected apps"], response_model=ConnectedAppsOut, responses=_APP_ERRORS)
+@router.get(
+    "/v1/me/apps", tags=["connected apps"], response_model=ConnectedAppsOut, responses=_APP_ERRORS
+)
 def my_apps(
     rt: OAuthRt, principal: Annotated[Principal, Depends(require("consent:read"))]
 ) -> ConnectedAppsOut:

@@ -37,14 +37,15 @@ from vault.errors import InvalidInput, NotFound
 from vault.oauth import policy
 from vault.oauth.models import OAuthClient
 
-SECRET_PREFIX = "cvs_"
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+SECRET_PREFIX = "cvs_"  # noqa: S105 - the prefix of generated secrets
+PUBLIC_METHOD = "none"
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", PUBLIC_METHOD)
 CONFIDENTIAL_METHODS = frozenset({"client_secret_basic", "client_secret_post"})
 THIRD_PARTY_GRANTS = frozenset({"authorization_code", "refresh_token"})
 MAX_REDIRECT_URIS = 10
 MAX_URI_LENGTH = 2000
 MAX_NAME_LENGTH = 100
-INITIAL_ACCESS_TOKEN_FILE = "oauth-initial-access-token"
+INITIAL_ACCESS_TOKEN_FILE = "oauth-initial-access-token"  # noqa: S105 - a file name
 
 
 class ClientMetadataError(InvalidInput):
@@ -92,7 +93,9 @@ def check_redirect_uri(uri: str) -> str:
     if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_LENGTH:
         raise ClientMetadataError(bad, "a redirect URI must be a non-empty string")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in uri):
-        raise ClientMetadataError(bad, f"redirect URI {uri!r} contains spaces or control characters")
+        raise ClientMetadataError(
+            bad, f"redirect URI {uri!r} contains spaces or control characters"
+        )
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -226,7 +229,7 @@ def create_client(
     redirect_uris: Sequence[str] = (),
     grant_types: Sequence[str] = ("authorization_code", "refresh_token"),
     scope: frozenset[str] | set[str],
-    token_endpoint_auth_method: str = "client_secret_basic",
+    token_endpoint_auth_method: str = "client_secret_basic",  # noqa: S107 - a method name
     first_party: bool = False,
     department_id: str | None = None,
     owner_citizen_id: str | None = None,
@@ -252,19 +255,23 @@ def create_client(
             "grant_types may hold only authorization_code, refresh_token, client_credentials",
         )
     if kind == policy.CLIENT_KIND_SERVICE:
-        if grants != {"client_credentials"} or token_endpoint_auth_method == "none":
+        if grants != {"client_credentials"} or token_endpoint_auth_method == PUBLIC_METHOD:
             raise ClientMetadataError(
                 "invalid_client_metadata",
                 "a service client is confidential and uses client_credentials only",
             )
         if not department_id:
-            raise ClientMetadataError("invalid_client_metadata", "a service client needs a department")
+            raise ClientMetadataError(
+                "invalid_client_metadata", "a service client needs a department"
+            )
     elif "client_credentials" in grants:
         raise ClientMetadataError(
             "invalid_client_metadata", "only department service clients use client_credentials"
         )
     elif "authorization_code" not in grants:
-        raise ClientMetadataError("invalid_client_metadata", "grant_types must include authorization_code")
+        raise ClientMetadataError(
+            "invalid_client_metadata", "grant_types must include authorization_code"
+        )
     uris = [check_redirect_uri(u) for u in redirect_uris]
     if len(uris) > MAX_REDIRECT_URIS or len(set(uris)) != len(uris):
         raise ClientMetadataError(
@@ -275,9 +282,10 @@ def create_client(
     unknown = sorted(s for s in scope if s not in policy.SCOPE_AUDIENCE)
     if unknown or not scope:
         raise ClientMetadataError(
-            "invalid_client_metadata", f"scope must be some of: {' '.join(sorted(policy.SCOPE_AUDIENCE))}"
+            "invalid_client_metadata",
+            f"scope must be some of: {' '.join(sorted(policy.SCOPE_AUDIENCE))}",
         )
-    secret = None if token_endpoint_auth_method == "none" else new_client_secret()
+    secret = None if token_endpoint_auth_method == PUBLIC_METHOD else new_client_secret()
     now = utcnow()
     row = OAuthClient(
         client_id=client_id or uuid.uuid4().hex,
@@ -318,7 +326,7 @@ def register_third_party(
             "password, no client_credentials for outside apps)",
         )
     if list(response_types or ["code"]) != ["code"]:
-        raise ClientMetadataError("invalid_client_metadata", "response_types must be [\"code\"]")
+        raise ClientMetadataError("invalid_client_metadata", 'response_types must be ["code"]')
     wanted = policy.parse_scope(scope) or frozenset({"vault:append"})
     if not wanted <= policy.THIRD_PARTY_SCOPES:
         raise ClientMetadataError(

@@ -71,7 +71,9 @@ def require_authorization_details(
         raise Forbidden(READ_NEEDS_GRANT)
 
 
-def visible_stream_types(principal: Principal, *, now: datetime | None = None) -> frozenset[str] | None:
+def visible_stream_types(
+    principal: Principal, *, now: datetime | None = None
+) -> frozenset[str] | None:
     """The stream types an app token may see in a listing; ``None`` means no limit (not an app)."""
     if principal.kind != policy.TOKEN_KIND_APP:
         return None

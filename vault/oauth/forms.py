@@ -67,9 +67,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def issue(
-    key: bytes, purpose: str, binding: str, bound_to: bytes, ttl: int, now: datetime
-) -> str:
+def issue(key: bytes, purpose: str, binding: str, bound_to: bytes, ttl: int, now: datetime) -> str:
     expires = int((now + timedelta(seconds=ttl)).timestamp())
     head = _HEAD.pack(secrets.token_bytes(_NONCE), expires)
     return _b64(head) + "." + _b64(_mac(key, purpose, head, binding, bound_to))

@@ -34,10 +34,10 @@ from authlib.oauth2.rfc7636 import CodeChallenge, create_s256_code_challenge
 from vault.clock import utcnow
 from vault.crypto import token_secrets
 from vault.oauth import policy, rar
+from vault.oauth import repositories as repo
 from vault.oauth.clients import ClientView
 from vault.oauth.issuance import Subject
 from vault.oauth.models import OAuthAuthorization, OAuthAuthorizationCode, OAuthRefreshToken
-from vault.oauth import repositories as repo
 from vault.principal import VAULT_AUDIENCE
 from vault.repositories import citizens as citizen_repo
 
@@ -373,7 +373,9 @@ class CivicClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignor
         super().validate_token_request()
         client: ClientView = self.request.client
         if client.kind != policy.CLIENT_KIND_SERVICE or client.is_public:
-            raise UnauthorizedClientError("Only department service accounts use client_credentials.")
+            raise UnauthorizedClientError(
+                "Only department service accounts use client_credentials."
+            )
 
     def generate_token(
         self,
@@ -386,7 +388,9 @@ class CivicClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignor
         client: ClientView = self.request.client
         scopes = policy.parse_scope(scope) or client.scope
         if not scopes <= client.scope:
-            raise InvalidScopeError(f"This client may not ask for: {' '.join(sorted(scopes - client.scope))}")
+            raise InvalidScopeError(
+                f"This client may not ask for: {' '.join(sorted(scopes - client.scope))}"
+            )
         audience = policy.audience_for(scopes, self.request.form.get("resource"))
         subject = Subject(
             token_kind=policy.TOKEN_KIND_DEPARTMENT,

@@ -62,8 +62,9 @@ class TokenIssuer:
         self._session = session
         self._ttl = lifetimes
 
-    def _new_family(self, client: ClientView, subject: Subject, scopes: frozenset[str],
-                    now: datetime) -> OAuthAuthorization:
+    def _new_family(
+        self, client: ClientView, subject: Subject, scopes: frozenset[str], now: datetime
+    ) -> OAuthAuthorization:
         end = now + timedelta(seconds=self._ttl.refresh_absolute)
         consent_end = rar.not_after(subject.authorization_details)
         if consent_end is not None:
@@ -121,7 +122,9 @@ class TokenIssuer:
                 scope=policy.format_scope(scopes),
                 audience=subject.audience,
                 authorization_details=_details_json(subject.authorization_details),
-                session_key=None if secret is None else token_secrets.wrap_for_token(access, secret),
+                session_key=None
+                if secret is None
+                else token_secrets.wrap_for_token(access, secret),
                 family_id=family.family_id if family is not None else None,
                 created_at=now,
                 expires_at=end,
@@ -146,7 +149,9 @@ class TokenIssuer:
                     if secret is None
                     else token_secrets.wrap_for_token(refresh, secret),
                     created_at=now,
-                    expires_at=min(now + timedelta(seconds=self._ttl.refresh_idle), family.expires_at),
+                    expires_at=min(
+                        now + timedelta(seconds=self._ttl.refresh_idle), family.expires_at
+                    ),
                 )
             )
             token["refresh_token"] = refresh

@@ -16,6 +16,7 @@ Properties of every page:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 from authlib.oauth2.rfc6749 import OAuth2Error
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from starlette.responses import Response
 from sqlmodel import Session
+from starlette.responses import Response
 
 from vault.clock import utcnow
 from vault.crypto import token_secrets
@@ -118,7 +119,9 @@ def error_page(title: str, message: str, status: int = 400) -> Page:
 # --------------------------------------------------------------------------------------------------
 
 
-def _authz_error(server: CivicAuthorizationServer, oreq: CivicOAuth2Request, error: OAuth2Error) -> OAuthResult | Page:
+def _authz_error(
+    server: CivicAuthorizationServer, oreq: CivicOAuth2Request, error: OAuth2Error
+) -> OAuthResult | Page:
     """Errors go back to the client (with ``iss``) only once its redirect URI is validated;
     before that they are shown here, never redirected (RFC 6749 §4.1.2.1, RFC 9700 §4.11)."""
     if error.redirect_uri:
@@ -147,7 +150,12 @@ def _consent_page(
     ask: AuthorizationAsk = grant.ask
     redirect_uri = grant.redirect_uri or oreq.payload.redirect_uri
     token = forms.issue(
-        rt.form_key, _FORM_PURPOSE, binding, forms.request_digest(oreq.args), rt.config.form_ttl, utcnow()
+        rt.form_key,
+        _FORM_PURPOSE,
+        binding,
+        forms.request_digest(oreq.args),
+        rt.config.form_ttl,
+        utcnow(),
     )
     context = {
         "client_name": client.client_name,
@@ -229,9 +237,16 @@ def _decide(
         return _authz_error(server, oreq, error)
     now = utcnow()
     checked = forms.verify(
-        rt.form_key, oreq.form.get("form_token"), _FORM_PURPOSE, binding, forms.request_digest(oreq.args), now
+        rt.form_key,
+        oreq.form.get("form_token"),
+        _FORM_PURPOSE,
+        binding,
+        forms.request_digest(oreq.args),
+        now,
     )
-    if checked is None or not repo.use_form_nonce(server.session, checked.nonce, checked.expires_at, now):
+    if checked is None or not repo.use_form_nonce(
+        server.session, checked.nonce, checked.expires_at, now
+    ):
         return error_page(
             "This page has expired",
             "This sign-in form was already used, has expired, or came from another browser "
@@ -242,7 +257,9 @@ def _decide(
     decision = oreq.form.get("decision")
     if decision == "deny":
         _audit_denial(server, client, oreq.form, address)
-        result: OAuthResult = server.create_authorization_response(oreq, grant_user=None, grant=grant)
+        result: OAuthResult = server.create_authorization_response(
+            oreq, grant_user=None, grant=grant
+        )
         return result.with_issuer(rt.config.issuer)
     if decision != "approve":
         return error_page("Nothing was decided", "Choose Approve or Deny.")
@@ -251,7 +268,9 @@ def _decide(
         subject = _sign_in(server, grant, oreq.form, address)
     except (AuthenticationFailed, RateLimited, Forbidden) as exc:
         status = {"authentication_failed": 401, "rate_limited": 429}.get(exc.code, 403)
-        return _consent_page(server, grant, oreq, binding, query, error=exc.message, status=status, handle=handle)
+        return _consent_page(
+            server, grant, oreq, binding, query, error=exc.message, status=status, handle=handle
+        )
     except ValueError:
         # The approval hook returned more than was requested: approve nothing.
         result = server.create_authorization_response(oreq, grant_user=None, grant=grant)
@@ -264,10 +283,15 @@ def _decide(
     result = server.create_authorization_response(oreq, grant_user=subject, grant=grant)
     if subject.citizen_id is not None and _has_code(result):
         consents = [d["consent_id"] for d in subject.authorization_details if d.get("consent_id")]
-        details: dict[str, Any] = {"client": client.client_id, "scope": policy.format_scope(grant.ask.scopes)}
+        details: dict[str, Any] = {
+            "client": client.client_id,
+            "scope": policy.format_scope(grant.ask.scopes),
+        }
         if consents:
             details["consents"] = consents
-        rt.vault.audit.append(server.session, subject.citizen_id, "citizen", "app.authorized", details)
+        rt.vault.audit.append(
+            server.session, subject.citizen_id, "citizen", "app.authorized", details
+        )
     return result.with_issuer(rt.config.issuer)
 
 
@@ -283,7 +307,9 @@ def _audit_denial(
         citizen, _ = server.rt.vault.accounts.unlock(server.session, handle, passphrase, address)
     except DomainError:
         return
-    server.rt.vault.audit.append(server.session, citizen.id, "citizen", "app.denied", {"client": client.client_id})
+    server.rt.vault.audit.append(
+        server.session, citizen.id, "citizen", "app.denied", {"client": client.client_id}
+    )
 
 
 def _respond(rt: OAuthRuntime, outcome: OAuthResult | Page) -> Response:
@@ -299,7 +325,17 @@ async def authorize_page(request: Request) -> Response:
     try:
         oreq = await build_request(request, rt.config.issuer, from_query=True, read_form=False)
     except RequestRefused as refused:
-        return render(rt, error_page("This sign-in link does not work", str(refused.result.body.get("error_description") if isinstance(refused.result.body, dict) else "")))
+        return render(
+            rt,
+            error_page(
+                "This sign-in link does not work",
+                str(
+                    refused.result.body.get("error_description")
+                    if isinstance(refused.result.body, dict)
+                    else ""
+                ),
+            ),
+        )
     cookie = request.cookies.get(AUTHZ_COOKIE)
     binding = cookie if cookie and forms.valid_binding(cookie) else forms.new_binding()
     query = request.url.query
@@ -321,10 +357,18 @@ async def authorize_decision(request: Request) -> Response:
         oreq = await build_request(request, rt.config.issuer, from_query=True)
     except RequestRefused as refused:
         body = refused.result.body
-        return render(rt, error_page("This form could not be read", str(body.get("error_description") if isinstance(body, dict) else "")))
+        return render(
+            rt,
+            error_page(
+                "This form could not be read",
+                str(body.get("error_description") if isinstance(body, dict) else ""),
+            ),
+        )
     binding = request.cookies.get(AUTHZ_COOKIE)
     query, address = request.url.query, _address(request)
-    return _respond(rt, await run_oauth(rt, lambda server: _decide(server, oreq, binding, query, address)))
+    return _respond(
+        rt, await run_oauth(rt, lambda server: _decide(server, oreq, binding, query, address))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,7 +404,10 @@ def developer_of(session: Session, token: str | None) -> str | None:
         principal = session_tokens.resolve(session, token)
     except DomainError:
         return None
-    if principal.kind != policy.TOKEN_KIND_DEVELOPER or principal.audience != policy.DEVELOPER_AUDIENCE:
+    if (
+        principal.kind != policy.TOKEN_KIND_DEVELOPER
+        or principal.audience != policy.DEVELOPER_AUDIENCE
+    ):
         return None
     return principal.citizen_id
 
@@ -397,7 +444,9 @@ def _dev_page(
                     "scope": " ".join(sorted(app.scope)),
                 }
             )
-    token = forms.issue(rt.form_key, _DEV_PURPOSE, binding, b"", policy.DEVELOPER_SESSION_TTL, utcnow())
+    token = forms.issue(
+        rt.form_key, _DEV_PURPOSE, binding, b"", policy.DEVELOPER_SESSION_TTL, utcnow()
+    )
     cookies: list[tuple[str, str, str, int]] = [(DEV_CSRF_COOKIE, binding, "/developers", 7200)]
     if session_token is not None:
         cookies.append((DEV_COOKIE, session_token, "/developers", policy.DEVELOPER_SESSION_TTL))
@@ -432,7 +481,10 @@ def _dev_checked(rt: OAuthRuntime, request: Request, form: dict[str, str] | None
     if form is None:
         return False
     binding = request.cookies.get(DEV_CSRF_COOKIE)
-    return forms.verify(rt.form_key, form.get("form_token"), _DEV_PURPOSE, binding, b"", utcnow()) is not None
+    return (
+        forms.verify(rt.form_key, form.get("form_token"), _DEV_PURPOSE, binding, b"", utcnow())
+        is not None
+    )
 
 
 async def _in_uow(rt: OAuthRuntime, work: Any) -> Page:
@@ -455,7 +507,9 @@ async def developers(request: Request) -> Response:
     rt = oauth_runtime(request)
     binding = _dev_binding(request)
     token = request.cookies.get(DEV_COOKIE)
-    return render(rt, await _in_uow(rt, lambda s: _dev_page(rt, s, developer_of(s, token), binding)))
+    return render(
+        rt, await _in_uow(rt, lambda s: _dev_page(rt, s, developer_of(s, token), binding))
+    )
 
 
 @pages.post("/developers/sign-in")
@@ -464,15 +518,29 @@ async def developer_sign_in(request: Request) -> Response:
     form = await _dev_form(request)
     binding = _dev_binding(request)
     if not _dev_checked(rt, request, form):
-        return render(rt, await _in_uow(rt, lambda s: _dev_page(rt, s, None, binding, error=_CSRF_FAILED, status=400)))
+        return render(
+            rt,
+            await _in_uow(
+                rt, lambda s: _dev_page(rt, s, None, binding, error=_CSRF_FAILED, status=400)
+            ),
+        )
     assert form is not None
     address = _address(request)
 
     def work(session: Session) -> Page:
         try:
-            citizen, _ = rt.vault.accounts.unlock(session, form.get("handle", ""), form.get("passphrase", ""), address)
+            citizen, _ = rt.vault.accounts.unlock(
+                session, form.get("handle", ""), form.get("passphrase", ""), address
+            )
         except (AuthenticationFailed, RateLimited) as exc:
-            return _dev_page(rt, session, None, binding, error=exc.message, status=401 if exc.code == "authentication_failed" else 429)
+            return _dev_page(
+                rt,
+                session,
+                None,
+                binding,
+                error=exc.message,
+                status=401 if exc.code == "authentication_failed" else 429,
+            )
         token = issue_developer_session(session, citizen.id, policy.DEVELOPER_SESSION_TTL)
         return _dev_page(rt, session, citizen.id, binding, session_token=token)
 
@@ -488,10 +556,8 @@ async def developer_sign_out(request: Request) -> Response:
 
     def work(session: Session) -> Page:
         if _dev_checked(rt, request, form) and token:
-            try:
+            with contextlib.suppress(token_secrets.TokenFormatError):
                 session_tokens.revoke(session, token_secrets.token_digest(token))
-            except token_secrets.TokenFormatError:
-                pass
         return _dev_page(rt, session, None, binding, end_session=True)
 
     return render(rt, await _in_uow(rt, work))
@@ -521,7 +587,9 @@ async def developer_register(request: Request) -> Response:
                     redirect_uris=uris,
                     grant_types=None,
                     response_types=None,
-                    token_endpoint_auth_method="none" if form.get("client_type") == "public" else "client_secret_basic",
+                    token_endpoint_auth_method="none"
+                    if form.get("client_type") == "public"
+                    else "client_secret_basic",
                     scope=scope or None,
                     owner_citizen_id=citizen_id,
                 )
@@ -553,7 +621,13 @@ async def developer_rotate(client_id: str, request: Request) -> Response:
         except DomainError as exc:
             status = 404 if exc.code == "not_found" else 400
             return _dev_page(rt, session, citizen_id, binding, error=exc.message, status=status)
-        return _dev_page(rt, session, citizen_id, binding, shown_secret={"client_id": client_id, "client_secret": secret})
+        return _dev_page(
+            rt,
+            session,
+            citizen_id,
+            binding,
+            shown_secret={"client_id": client_id, "client_secret": secret},
+        )
 
     return render(rt, await _in_uow(rt, work))
 

@@ -59,14 +59,17 @@ CLIENT_KINDS = (CLIENT_KIND_CITIZEN, CLIENT_KIND_STAFF, CLIENT_KIND_SERVICE)
 
 #: The ``kind`` stored on access-token rows, which ``session_tokens.resolve`` hands on as
 #: ``Principal.kind`` unchanged.
-TOKEN_KIND_CITIZEN = "citizen"  # the first-party citizen app: carries the session key
-TOKEN_KIND_APP = "app"  # a third-party app acting for one citizen, within authorization_details
-TOKEN_KIND_ANALYST = "analyst"  # a staff member through the department console
-TOKEN_KIND_DEPARTMENT = "department"  # a department service account (client credentials)
+#: ``citizen``: the first-party citizen app (carries the session key); ``app``: a third-party app
+#: acting for one citizen within its ``authorization_details``; ``analyst``: a staff member through
+#: the department console; ``department``: a department service account (client credentials).
+TOKEN_KIND_CITIZEN = "citizen"  # noqa: S105 - a kind of token, not a secret
+TOKEN_KIND_APP = "app"  # noqa: S105 - a kind of token, not a secret
+TOKEN_KIND_ANALYST = "analyst"  # noqa: S105 - a kind of token, not a secret
+TOKEN_KIND_DEPARTMENT = "department"  # noqa: S105 - a kind of token, not a secret
 
 #: Audience of the short developer-page session: no API route accepts it.
 DEVELOPER_AUDIENCE = "urn:civic-vault:developer"
-TOKEN_KIND_DEVELOPER = "developer"
+TOKEN_KIND_DEVELOPER = "developer"  # noqa: S105 - a kind of token, not a secret
 
 #: Default lifetimes, in seconds. ``CIVIC_OAUTH_ACCESS_TTL`` etc. override them (``OAuthConfig``).
 ACCESS_TTL = 600

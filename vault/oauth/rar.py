@@ -111,7 +111,7 @@ def _one(raw: object, index: int, catalogue: Catalogue, now: datetime) -> dict[s
     if "validity" in raw:
         validity = raw["validity"]
         if not isinstance(validity, dict) or set(validity) != {"not_after"}:
-            raise _fail(f"{where}: validity must be {{\"not_after\": <date and time>}}")
+            raise _fail(f'{where}: validity must be {{"not_after": <date and time>}}')
         not_after = _parse_time(validity["not_after"], where)
         if not_after <= now:
             raise _fail(f"{where}: validity.not_after is in the past")

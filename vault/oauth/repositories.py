@@ -23,7 +23,9 @@ from vault.oauth.models import (
 )
 
 
-def family(session: Session, family_id: str, *, for_update: bool = False) -> OAuthAuthorization | None:
+def family(
+    session: Session, family_id: str, *, for_update: bool = False
+) -> OAuthAuthorization | None:
     stmt = select(OAuthAuthorization).where(OAuthAuthorization.family_id == family_id)
     if for_update:
         stmt = stmt.with_for_update()
@@ -103,9 +105,7 @@ def live_families_for_citizen(
     ).all()
 
 
-def families_of(
-    session: Session, citizen_id: str, client_id: str
-) -> Sequence[OAuthAuthorization]:
+def families_of(session: Session, citizen_id: str, client_id: str) -> Sequence[OAuthAuthorization]:
     return session.exec(
         select(OAuthAuthorization).where(
             OAuthAuthorization.citizen_id == citizen_id,

@@ -139,7 +139,9 @@ def _single(items: list[tuple[str, str]], where: str) -> dict[str, str]:
     for key, value in items:
         if key in seen:
             raise RequestRefused(
-                OAuthResult.failure("invalid_request", f"Parameter '{key}' is repeated in the {where}.")
+                OAuthResult.failure(
+                    "invalid_request", f"Parameter '{key}' is repeated in the {where}."
+                )
             )
         seen[key] = value
     return seen
@@ -202,7 +204,11 @@ def _lookup(session: Session, token_string: str, hint: str | None) -> TokenInfo 
         digest = token_secrets.token_digest(token_string)
     except token_secrets.TokenFormatError:
         return None
-    order = ("refresh_token", "access_token") if hint == "refresh_token" else ("access_token", "refresh_token")
+    order = (
+        ("refresh_token", "access_token")
+        if hint == "refresh_token"
+        else ("access_token", "refresh_token")
+    )
     for kind in order:
         if kind == "access_token":
             row = repo.oauth_access_token(session, digest)
@@ -225,7 +231,9 @@ def _lookup(session: Session, token_string: str, hint: str | None) -> TokenInfo 
             if fam is None:
                 continue
             revoked = (
-                refresh.revoked_at is not None or refresh.used_at is not None or fam.revoked_at is not None
+                refresh.revoked_at is not None
+                or refresh.used_at is not None
+                or fam.revoked_at is not None
             )
             return TokenInfo(
                 "refresh_token", digest, refresh.client_id, fam.token_kind, fam.scope, fam.audience,

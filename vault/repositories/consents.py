@@ -72,7 +72,8 @@ def consents_of_citizen(session: Session, citizen_id: str) -> Sequence[ConsentRe
 def active_consents_of_citizen(session: Session, citizen_id: str) -> Sequence[ConsentRecord]:
     return session.exec(
         select(ConsentRecord).where(
-            ConsentRecord.citizen_id == citizen_id, col(ConsentRecord.status).in_(["given", "renewed"])
+            ConsentRecord.citizen_id == citizen_id,
+            col(ConsentRecord.status).in_(["given", "renewed"]),
         )
     ).all()
 

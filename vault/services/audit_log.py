@@ -12,8 +12,9 @@ from sqlmodel import Session
 from consent.canonical import canonical_json
 from vault.audit_chain import GENESIS, ChainEntry, SignedHead, entry_hash, sign_head, verify_chain
 from vault.clock import iso, utcnow
-from vault.models import AuditEntry, AuditHead
+from vault.models import AuditEntry
 from vault.repositories import audit as audit_repo
+from vault.repositories import write_path
 
 
 @dataclass(frozen=True)
@@ -53,32 +54,30 @@ class AuditLog:
     def append(
         self, session: Session, citizen_id: str, actor: str, action: str, details: dict[str, Any]
     ) -> ChainEntry:
-        head = audit_repo.head(session, citizen_id, for_update=True)
-        seq = 1 if head is None else head.seq + 1
-        prev = GENESIS if head is None else head.entry_hash
+        """Add one entry at the end of the citizen's chain and re-sign the head.
+
+        Runs on every read and write of citizen data, so it uses the plain statements of
+        ``vault.repositories.write_path``. On PostgreSQL the head row is locked, so concurrent
+        appends for one citizen queue up instead of forking the chain.
+        """
+        head = write_path.audit_head_for_update(session, citizen_id)
+        seq = 1 if head is None else head[0] + 1
+        prev = GENESIS if head is None else head[1]
         at = iso(utcnow())
         digest = entry_hash(citizen_id, seq, at, actor, action, details, prev)
-        session.add(
-            AuditEntry(
-                citizen_id=citizen_id,
-                seq=seq,
-                at=at,
-                actor=actor,
-                action=action,
-                details=canonical_json(details).decode("utf-8"),
-                prev_hash=prev,
-                entry_hash=digest,
-            )
+        write_path.append_audit_entry(
+            session,
+            citizen_id=citizen_id,
+            seq=seq,
+            at=at,
+            actor=actor,
+            action=action,
+            details=canonical_json(details).decode("utf-8"),
+            prev_hash=prev,
+            entry_hash=digest,
+            signature=sign_head(self._key, citizen_id, seq, digest),
+            first=head is None,
         )
-        signature = sign_head(self._key, citizen_id, seq, digest)
-        if head is None:
-            session.add(
-                AuditHead(citizen_id=citizen_id, seq=seq, entry_hash=digest, signature=signature)
-            )
-        else:
-            head.seq, head.entry_hash, head.signature = seq, digest, signature
-            session.add(head)
-        session.flush()
         return ChainEntry(citizen_id, seq, at, actor, action, details, prev, digest)
 
     def read(self, session: Session, citizen_id: str) -> AuditView:

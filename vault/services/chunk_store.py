@@ -19,7 +19,7 @@ import nacl.public
 import polars as pl
 from sqlmodel import Session
 
-from vault.chunk_codec import associated_data, decode_frame, encode_frame
+from vault.chunk_codec import ChunkPlaintext, associated_data, decode, encode_frame
 from vault.clock import utcnow
 from vault.crypto.chunk_cipher import (
     ChunkIntegrityError,
@@ -28,9 +28,10 @@ from vault.crypto.chunk_cipher import (
     encrypt_chunk,
 )
 from vault.crypto.sealing import SealedOpenError, open_sealed
-from vault.errors import IntegrityFailure
+from vault.errors import IntegrityFailure, NotFound
 from vault.models import Chunk, Stream, StreamKey
 from vault.repositories import streams as stream_repo
+from vault.repositories import write_path
 
 #: Below this many chunks, decrypting in the calling thread is faster than handing work to a pool.
 _PARALLEL_FROM = 4
@@ -66,35 +67,42 @@ class ChunkStore:
         self._workers = workers
 
     def write(self, session: Session, stream: Stream, frame: pl.DataFrame) -> WrittenChunk:
-        """Encrypt ``frame`` as the stream's next chunk. The caller holds the stream row (locked)."""
-        key = stream_repo.key(session, stream.current_key_id)
-        if key is None:
-            raise IntegrityFailure(f"stream {stream.id} has no current key")
+        """Encrypt ``frame`` as the stream's next chunk."""
+        return self.write_plaintext(session, stream.citizen_id, stream.id, encode_frame(frame))
+
+    def write_plaintext(
+        self, session: Session, citizen_id: str, stream_id: str, plaintext: ChunkPlaintext
+    ) -> WrittenChunk:
+        """Encrypt an encoded chunk as the stream's next one. Locks the stream row (PostgreSQL)
+        for the rest of the transaction, so sequence numbers are never taken twice."""
+        stream = write_path.stream_for_write(session, citizen_id, stream_id)
+        if stream is None:
+            raise NotFound(f"no stream {stream_id!r} in your vault")
         seq = stream.next_seq
-        stream.next_seq = seq + 1
-        ad = associated_data(stream.citizen_id, stream.id, seq, stream.schema_version)
-        sealed = encrypt_chunk(encode_frame(frame), ad, key.public_key)
-        chunk = Chunk(
-            id=uuid.uuid4().hex,
-            stream_id=stream.id,
+        ad = associated_data(
+            stream.citizen_id, stream.id, seq, stream.schema_version, plaintext.format
+        )
+        sealed = encrypt_chunk(plaintext.data, ad, stream.public_key)
+        chunk_id = uuid.uuid4().hex
+        write_path.insert_chunk(
+            session,
+            chunk_id=chunk_id,
+            stream=stream,
             seq=seq,
-            stream_key_id=key.id,
-            schema_version=stream.schema_version,
-            record_count=frame.height,
+            chunk_format=plaintext.format,
+            record_count=plaintext.record_count,
             ciphertext=sealed.ciphertext,
             sealed_key=sealed.sealed_key,
             created_at=utcnow(),
         )
-        session.add(stream)
-        session.add(chunk)
-        session.flush()
-        return WrittenChunk(chunk.id, seq, frame.height)
+        return WrittenChunk(chunk_id, seq, plaintext.record_count)
 
     def read(
         self,
         session: Session,
         stream: Stream,
         open_key: KeyOpener,
+        schema: pl.Schema,
         chunks: Sequence[Chunk] | None = None,
         columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
@@ -113,7 +121,9 @@ class ChunkStore:
                 keys[row.stream_key_id] = open_key(key)
 
         def _one(row: Chunk) -> pl.DataFrame:
-            ad = associated_data(stream.citizen_id, row.stream_id, row.seq, row.schema_version)
+            ad = associated_data(
+                stream.citizen_id, row.stream_id, row.seq, row.schema_version, row.format
+            )
             try:
                 plain = decrypt_chunk(
                     keys[row.stream_key_id], EncryptedChunk(row.ciphertext, row.sealed_key), ad
@@ -124,7 +134,7 @@ class ChunkStore:
                     "it may have been tampered with",
                     details=[{"chunk_id": row.id, "seq": row.seq}],
                 ) from exc
-            return decode_frame(plain, columns)
+            return decode(plain, row.format, schema, columns)
 
         if len(rows) >= _PARALLEL_FROM and self._workers > 1:
             with ThreadPoolExecutor(max_workers=self._workers) as pool:
@@ -132,5 +142,5 @@ class ChunkStore:
         else:
             frames = [_one(row) for row in rows]
         if not frames:
-            return pl.DataFrame()
+            return pl.DataFrame(schema=schema).select(list(columns) if columns else schema.names())
         return pl.concat(frames, how="vertical_relaxed", rechunk=False)

@@ -3,6 +3,10 @@
 Properties: a batch is validated whole before anything is written (one bad row rejects it and the
 store is left exactly as it was); one batch becomes one encrypted chunk; a batch sent again with the
 same ``Idempotency-Key`` lands once and gets the first answer again.
+
+Work is split in two steps so that the write transaction (which on SQLite holds the one write lock)
+does only the writing: :meth:`BatchIngest.prepare` parses, validates and encodes in a read-only
+transaction; :meth:`BatchIngest.commit` takes the next sequence number, encrypts and stores.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from consent.canonical import canonical_json
 from vault.batch_parsing import parse_batch
 from vault.batch_validation import validate_batch
 from vault.catalogue import Catalogue
+from vault.chunk_codec import ChunkPlaintext, encode_frame, encode_rows
 from vault.clock import utcnow
-from vault.errors import InvalidInput
+from vault.errors import InvalidInput, NotFound
 from vault.models import IdempotentBatch
 from vault.repositories import idempotency as idempotency_repo
+from vault.repositories import write_path
 from vault.services.audit_log import AuditLog
 from vault.services.chunk_store import ChunkStore
 from vault.services.streams import StreamRegistry
+from vault.small_batch import accept_small_batch
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -34,6 +41,24 @@ class IngestResult:
     chunk_id: str
     count: int
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A validated, encoded batch, not yet written."""
+
+    stream_id: str
+    plaintext: ChunkPlaintext
+    body_digest: str
+
+
+def _key_digest(idempotency_key: str) -> str:
+    if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            details=[{"field": "Idempotency-Key", "reason": "wrong length"}],
+        )
+    return hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
 
 
 class BatchIngest:
@@ -51,6 +76,74 @@ class BatchIngest:
         self._audit = audit
         self._max_records = max_records
 
+    def prepare(
+        self,
+        session: Session,
+        citizen_id: str,
+        stream_id: str,
+        body: bytes,
+        content_type: str | None,
+    ) -> PreparedBatch:
+        """Parse, validate and encode (raises ``InvalidBatch`` etc.; writes nothing)."""
+        stream_type = write_path.owned_stream_type(session, citizen_id, stream_id)
+        if stream_type is None:
+            raise NotFound(f"no stream {stream_id!r} in your vault")
+        spec = self._catalogue.get(stream_type)
+        rows = parse_batch(body, content_type, spec)
+        small = accept_small_batch(rows, spec)
+        if small is not None:
+            plaintext = encode_rows(spec.field_names, small)
+        else:
+            plaintext = encode_frame(validate_batch(rows, spec, self._max_records))
+        digest = hashlib.sha256(canonical_json([stream_id, content_type or ""]) + body).hexdigest()
+        return PreparedBatch(stream_id, plaintext, digest)
+
+    def commit(
+        self,
+        session: Session,
+        citizen_id: str,
+        batch: PreparedBatch,
+        idempotency_key: str | None = None,
+        actor: str = "citizen",
+    ) -> IngestResult:
+        """Write a prepared batch as the stream's next chunk (or replay an idempotent answer)."""
+        key_digest = None if idempotency_key is None else _key_digest(idempotency_key)
+        if key_digest is not None:
+            earlier = idempotency_repo.find(session, citizen_id, key_digest)
+            if earlier is not None:
+                if earlier.body_digest != batch.body_digest or earlier.stream_id != batch.stream_id:
+                    raise InvalidInput(
+                        "this Idempotency-Key was already used for a different batch",
+                        details=[
+                            {"field": "Idempotency-Key", "reason": "reused with other content"}
+                        ],
+                    )
+                return IngestResult(**{**json.loads(earlier.response), "replayed": True})
+        written = self._chunks.write_plaintext(
+            session, citizen_id, batch.stream_id, batch.plaintext
+        )
+        result = IngestResult(batch.stream_id, written.chunk_id, written.record_count)
+        if key_digest is not None:
+            stored = {k: v for k, v in asdict(result).items() if k != "replayed"}
+            session.add(
+                IdempotentBatch(
+                    citizen_id=citizen_id,
+                    key_digest=key_digest,
+                    stream_id=batch.stream_id,
+                    body_digest=batch.body_digest,
+                    response=json.dumps(stored),
+                    created_at=utcnow(),
+                )
+            )
+        self._audit.append(
+            session,
+            citizen_id,
+            actor,
+            "records.appended",
+            {"stream": batch.stream_id, "chunk": written.chunk_id, "count": written.record_count},
+        )
+        return result
+
     def append(
         self,
         session: Session,
@@ -61,50 +154,6 @@ class BatchIngest:
         idempotency_key: str | None = None,
         actor: str = "citizen",
     ) -> IngestResult:
-        stream = self._streams.get_owned(session, citizen_id, stream_id, for_update=True)
-        spec = self._catalogue.get(stream.stream_type)
-        key_digest = body_digest = None
-        if idempotency_key is not None:
-            if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-                raise InvalidInput(
-                    f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-                    details=[{"field": "Idempotency-Key", "reason": "wrong length"}],
-                )
-            key_digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
-            body_digest = hashlib.sha256(
-                canonical_json([stream_id, content_type or ""]) + body
-            ).hexdigest()
-            earlier = idempotency_repo.find(session, citizen_id, key_digest)
-            if earlier is not None:
-                if earlier.body_digest != body_digest or earlier.stream_id != stream_id:
-                    raise InvalidInput(
-                        "this Idempotency-Key was already used for a different batch",
-                        details=[
-                            {"field": "Idempotency-Key", "reason": "reused with other content"}
-                        ],
-                    )
-                return IngestResult(**{**json.loads(earlier.response), "replayed": True})
-
-        frame = validate_batch(parse_batch(body, content_type, spec), spec, self._max_records)
-        written = self._chunks.write(session, stream, frame)
-        result = IngestResult(stream.id, written.chunk_id, written.record_count)
-        if key_digest is not None and body_digest is not None:
-            stored = {k: v for k, v in asdict(result).items() if k != "replayed"}
-            session.add(
-                IdempotentBatch(
-                    citizen_id=citizen_id,
-                    key_digest=key_digest,
-                    stream_id=stream.id,
-                    body_digest=body_digest,
-                    response=json.dumps(stored),
-                    created_at=utcnow(),
-                )
-            )
-        self._audit.append(
-            session,
-            citizen_id,
-            actor,
-            "records.appended",
-            {"stream": stream.id, "chunk": written.chunk_id, "count": written.record_count},
-        )
-        return result
+        """Prepare and commit in one transaction (for callers that already hold one)."""
+        batch = self.prepare(session, citizen_id, stream_id, body, content_type)
+        return self.commit(session, citizen_id, batch, idempotency_key, actor)

@@ -73,10 +73,9 @@ class OwnRecords:
 
     def load_all(self, session: Session, stream: Stream, root: RootKeys) -> pl.DataFrame:
         spec = self._catalogue.get(stream.stream_type)
-        frame = self._chunks.read(session, stream, owner_key_opener(root.box_key))
-        if frame.width == 0:
-            return pl.DataFrame(schema=spec.polars_schema())
-        return frame
+        return self._chunks.read(
+            session, stream, owner_key_opener(root.box_key), spec.polars_schema()
+        )
 
     def page(
         self,
@@ -136,7 +135,10 @@ class OwnRecords:
         ]
         if len(small) < self._compact_min:
             return 0
-        frame = self._chunks.read(session, stream, owner_key_opener(root.box_key), chunks=small)
+        schema = self._catalogue.get(stream.stream_type).polars_schema()
+        frame = self._chunks.read(
+            session, stream, owner_key_opener(root.box_key), schema, chunks=small
+        )
         written = self._chunks.write(session, stream, frame)
         stream_repo.delete_chunks(session, [c.id for c in small])
         self._audit.append(

@@ -6,6 +6,7 @@ secret, so the vault can open the citizen's data only while the citizen holds a 
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import timedelta
@@ -19,6 +20,7 @@ from vault.errors import Unauthenticated
 from vault.models import AccessToken
 from vault.principal import CITIZEN_SESSION_SCOPES, VAULT_AUDIENCE, Principal
 from vault.repositories import tokens as token_repo
+from vault.repositories import write_path
 
 
 def issue_citizen_session(
@@ -49,15 +51,20 @@ def resolve(session: Session, token: str) -> Principal:
         digest = token_secrets.token_digest(token)
     except token_secrets.TokenFormatError as exc:
         raise Unauthenticated("the access token is not valid") from exc
-    row = token_repo.by_digest(session, digest)
-    if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+    row = write_path.token_by_digest(session, digest)
+    if row is None or row.revoked or row.expires_at <= utcnow():
         raise Unauthenticated("the access token is not valid, has expired or was revoked")
-    root = None
+    unlock = None
     if row.session_key is not None:
-        try:
-            root = RootKeys.from_secret(token_secrets.unwrap_for_token(token, row.session_key))
-        except token_secrets.TokenFormatError as exc:
-            raise Unauthenticated("the access token is not valid") from exc
+        blob = row.session_key
+
+        @functools.cache
+        def unlock() -> RootKeys:
+            try:
+                return RootKeys.from_secret(token_secrets.unwrap_for_token(token, blob))
+            except token_secrets.TokenFormatError as exc:
+                raise Unauthenticated("the access token is not valid") from exc
+
     kind = "citizen" if row.kind == "citizen_session" else row.kind
     return Principal(
         kind=kind,
@@ -68,7 +75,7 @@ def resolve(session: Session, token: str) -> Principal:
         client_id=row.client_id,
         department_id=row.department_id,
         authorization_details=tuple(json.loads(row.authorization_details)),
-        root_keys=root,
+        unlock=unlock,
     )
 
 

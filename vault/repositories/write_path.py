@@ -1,0 +1,206 @@
+"""The statements that run on every write (and every token check), as plain parameterised SQL.
+
+Through the ORM each of these costs about 130 µs of Python; as ``text()`` on the connection about
+25 µs (measured here). They are the whole database work of a one-record append, so they are kept
+here, small and boring, and covered by the same tests as everything else (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlmodel import Session
+
+
+@dataclass(frozen=True)
+class StreamForWrite:
+    id: str
+    citizen_id: str
+    schema_version: int
+    current_key_id: str
+    public_key: bytes
+    next_seq: int
+
+
+_STREAM = (
+    "SELECT s.id, s.citizen_id, s.schema_version, s.current_key_id, k.public_key, s.next_seq "
+    "FROM streams s JOIN stream_keys k ON k.id = s.current_key_id "
+    "WHERE s.id = :stream AND s.citizen_id = :citizen"
+)
+_STREAM_LOCKED = (
+    "SELECT s.id, s.citizen_id, s.schema_version, s.current_key_id, k.public_key, s.next_seq "
+    "FROM streams s JOIN stream_keys k ON k.id = s.current_key_id "
+    "WHERE s.id = :stream AND s.citizen_id = :citizen FOR UPDATE OF s"
+)
+_HEAD = "SELECT seq, entry_hash FROM audit_heads WHERE citizen_id = :c"
+_HEAD_LOCKED = "SELECT seq, entry_hash FROM audit_heads WHERE citizen_id = :c FOR UPDATE"
+
+
+def _locks(session: Session) -> bool:
+    """SQLite has no row locks; its writers are already serialised (``vault/db.py``)."""
+    return session.get_bind().dialect.name != "sqlite"
+
+
+def stream_for_write(session: Session, citizen_id: str, stream_id: str) -> StreamForWrite | None:
+    """The stream with its current public key, locked for this transaction; only if owned."""
+    row = (
+        session.connection()
+        .execute(
+            text(_STREAM_LOCKED if _locks(session) else _STREAM),
+            {"stream": stream_id, "citizen": citizen_id},
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    return StreamForWrite(row[0], row[1], row[2], row[3], bytes(row[4]), row[5])
+
+
+def insert_chunk(
+    session: Session,
+    *,
+    chunk_id: str,
+    stream: StreamForWrite,
+    seq: int,
+    chunk_format: str,
+    record_count: int,
+    ciphertext: bytes,
+    sealed_key: bytes,
+    created_at: datetime,
+) -> None:
+    conn = session.connection()
+    conn.execute(
+        text(
+            "INSERT INTO chunks (id, stream_id, seq, stream_key_id, schema_version, format, "
+            "record_count, ciphertext, sealed_key, created_at) VALUES (:id, :stream, :seq, :key, "
+            ":schema, :format, :count, :ciphertext, :sealed, :created)"
+        ),
+        {
+            "id": chunk_id,
+            "stream": stream.id,
+            "seq": seq,
+            "key": stream.current_key_id,
+            "schema": stream.schema_version,
+            "format": chunk_format,
+            "count": record_count,
+            "ciphertext": ciphertext,
+            "sealed": sealed_key,
+            "created": created_at,
+        },
+    )
+    conn.execute(
+        text("UPDATE streams SET next_seq = :next WHERE id = :stream"),
+        {"next": seq + 1, "stream": stream.id},
+    )
+
+
+def audit_head_for_update(session: Session, citizen_id: str) -> tuple[int, str] | None:
+    row = (
+        session.connection()
+        .execute(
+            text(_HEAD_LOCKED if _locks(session) else _HEAD),
+            {"c": citizen_id},
+        )
+        .first()
+    )
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def append_audit_entry(
+    session: Session,
+    *,
+    citizen_id: str,
+    seq: int,
+    at: str,
+    actor: str,
+    action: str,
+    details: str,
+    prev_hash: str,
+    entry_hash: str,
+    signature: bytes,
+    first: bool,
+) -> None:
+    conn = session.connection()
+    conn.execute(
+        text(
+            "INSERT INTO audit_entries (citizen_id, seq, at, actor, action, details, prev_hash, "
+            "entry_hash) VALUES (:c, :seq, :at, :actor, :action, :details, :prev, :hash)"
+        ),
+        {
+            "c": citizen_id,
+            "seq": seq,
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "details": details,
+            "prev": prev_hash,
+            "hash": entry_hash,
+        },
+    )
+    head = (
+        "INSERT INTO audit_heads (citizen_id, seq, entry_hash, signature) "
+        "VALUES (:c, :seq, :hash, :sig)"
+        if first
+        else "UPDATE audit_heads SET seq = :seq, entry_hash = :hash, signature = :sig "
+        "WHERE citizen_id = :c"
+    )
+    conn.execute(text(head), {"c": citizen_id, "seq": seq, "hash": entry_hash, "sig": signature})
+
+
+def owned_stream_type(session: Session, citizen_id: str, stream_id: str) -> str | None:
+    """The stream's type, only if ``citizen_id`` owns it."""
+    row = (
+        session.connection()
+        .execute(
+            text("SELECT stream_type FROM streams WHERE id = :stream AND citizen_id = :citizen"),
+            {"stream": stream_id, "citizen": citizen_id},
+        )
+        .first()
+    )
+    return None if row is None else str(row[0])
+
+
+_ACCESS_ROW_SQL = (
+    "SELECT kind, citizen_id, client_id, department_id, scope, audience, authorization_details, "
+    "session_key, expires_at, revoked_at FROM access_tokens WHERE digest = :digest"
+)
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    kind: str
+    citizen_id: str | None
+    client_id: str | None
+    department_id: str | None
+    scope: str
+    audience: str
+    authorization_details: str
+    session_key: bytes | None
+    expires_at: datetime
+    revoked: bool
+
+
+def token_by_digest(session: Session, digest: str) -> TokenRow | None:
+    """The token checked on every request (times come back aware, in UTC)."""
+    row = session.connection().execute(text(_ACCESS_ROW_SQL), {"digest": digest}).first()
+    if row is None:
+        return None
+    expires = row[8]
+    if isinstance(expires, str):  # SQLite through text() returns the stored text
+        expires = datetime.fromisoformat(expires)
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return TokenRow(
+        kind=row[0],
+        citizen_id=row[1],
+        client_id=row[2],
+        department_id=row[3],
+        scope=row[4],
+        audience=row[5],
+        authorization_details=row[6],
+        session_key=None if row[7] is None else bytes(row[7]),
+        expires_at=expires,
+        revoked=row[9] is not None,
+    )
