@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from server.api_docs import mount_api_docs
-from vault.api import accounts, catalogue, portability, streams
+from vault.api import accounts, catalogue, consents, portability, streams
 from vault.api.body_limit import BodySizeLimit
 from vault.api.errors import install_error_handlers
 from vault.runtime import VaultRuntime
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     mount_api_docs(app)
     app.state.vault = vault
     install_error_handlers(app)
-    for module in (catalogue, accounts, streams, portability):
+    for module in (catalogue, accounts, streams, portability, consents):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

@@ -61,7 +61,7 @@ DEFINITION_CALLS = frozenset(
         "ContextVar", "getLogger",
         # FastAPI declarations (routes are registered by decorators on definitions)
         "APIRouter", "Depends", "Security", "HTTPBearer", "HTTPBasic", "APIKeyHeader",
-        "OAuth2PasswordBearer",
+        "OAuth2PasswordBearer", "Query", "Header", "Body", "Path",
         # the project's own: a table lookup of constants
         "KdfCost.profile",
     }

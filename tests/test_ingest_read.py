@@ -231,6 +231,8 @@ def test_audit_log_records_writes_reads_and_exports(alice: Citizen) -> None:
 def test_api_docs_are_served_without_the_internet(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200
-    assert "http://" not in page.text.replace("http://www.w3.org", "") and "https://" not in page.text
+    assert (
+        "http://" not in page.text.replace("http://www.w3.org", "") and "https://" not in page.text
+    )
     for asset in ("/static/swagger/swagger-ui-bundle.js", "/static/swagger/swagger-ui.css"):
         assert client.get(asset).status_code == 200

@@ -32,6 +32,8 @@ import nacl.signing
 import polars as pl
 
 from consent.canonical import canonical_json
+from consent.errors import SignatureInvalid
+from consent.signing import SignedEvent, SignedTerms, verify_event
 from vault.audit_chain import ChainEntry, SignedHead, verify_chain
 
 BUNDLE_FORMAT = "civic-vault-bundle"
@@ -185,6 +187,7 @@ def verify_bundle(data: bytes, extra_checks: tuple[ExtraCheck, ...] = ()) -> Bun
         problems.append(f"{path} is in the bundle but not in the signed manifest")
     problems.extend(_check_audit(manifest, files))
     problems.extend(_check_streams(manifest, files))
+    problems.extend(_check_consents(manifest, files))
     for check in extra_checks:
         problems.extend(check(opened))
     return BundleReport(not problems, problems, manifest)
@@ -244,4 +247,37 @@ def _check_streams(manifest: dict[str, Any], files: dict[str, bytes]) -> list[st
             continue
         if height != expected:
             problems.append(f"{path} holds {height} records, the manifest says {expected}")
+    return problems
+
+
+def _check_consents(manifest: dict[str, Any], files: dict[str, bytes]) -> list[str]:
+    """Each consent's terms and events carry the citizen's signature (status is not judged here:
+    a withdrawn consent is still authentically signed)."""
+    problems: list[str] = []
+    try:
+        citizen_key = unb64(manifest["citizen"]["verify_key"])
+    except (KeyError, TypeError, ValueError):
+        return []  # reported by the signature check
+    for entry in manifest.get("consents", []):
+        path = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or path not in files:
+            continue
+        try:
+            document = json.loads(files[path])
+            signed = SignedTerms.model_validate(document["signed_terms"])
+            events = [SignedEvent.model_validate(e) for e in document["events"]]
+            if unb64(signed.public_key) != citizen_key:
+                problems.append(f"{path}: signed with a key that is not the citizen's")
+                continue
+            nacl.signing.VerifyKey(citizen_key).verify(
+                signed.signed_message(), unb64(signed.signature)
+            )
+            for event in events:
+                verify_event(event, citizen_key)
+        except nacl.exceptions.BadSignatureError:
+            problems.append(f"{path}: the consent's signature does not verify")
+        except SignatureInvalid as exc:
+            problems.append(f"{path}: an event's signature does not verify ({exc.reason})")
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError):
+            problems.append(f"{path} is not a consent document in the expected form")
     return problems

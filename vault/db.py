@@ -19,7 +19,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from vault.errors import DomainError
+from vault.errors import DatabaseBusy, DomainError
+
+#: How long a writer waits for the process's SQLite write lock before giving up with 503.
+LOCK_TIMEOUT_SECONDS = 30.0
 
 #: Execution option marking a read-only transaction (no write lock on SQLite).
 READ_ONLY_OPTION = "civic_read_only"
@@ -63,7 +66,8 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
             # A reader sees a consistent snapshot (WAL) and never waits for writers.
             conn.exec_driver_sql("BEGIN")
             return
-        write_lock.acquire()
+        if not write_lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):
+            raise DatabaseBusy("the database is busy; try again shortly")
         conn.info["holds_write_lock"] = True
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -125,5 +129,4 @@ def read_only(engine: Engine) -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        session.close()  # ends the transaction; loaded objects stay readable (detached)

@@ -83,3 +83,9 @@ class IntegrityFailure(DomainError):
 
 class BundleInvalid(DomainError):
     code = "bundle_invalid"
+
+
+class DatabaseBusy(DomainError):
+    """The database could not take the write in time (answered 503 with Retry-After)."""
+
+    code = "database_busy"

@@ -17,6 +17,8 @@ from vault.service_keys import ServiceKeys
 from vault.services.accounts import CitizenAccounts
 from vault.services.audit_log import AuditLog
 from vault.services.chunk_store import ChunkStore
+from vault.services.consent_registry import ConsentRegistry
+from vault.services.departments import Departments
 from vault.services.erasure import Erasure
 from vault.services.ingest import BatchIngest
 from vault.services.portability import Portability
@@ -39,6 +41,8 @@ class VaultRuntime:
     records: OwnRecords
     portability: Portability
     erasure: Erasure
+    consents: ConsentRegistry
+    departments: Departments
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> VaultRuntime:
@@ -55,7 +59,8 @@ class VaultRuntime:
             settings.login_max_lockout_seconds,
             LoginThrottle(),
         )
-        streams = StreamRegistry(catalogue, audit)
+        consents = ConsentRegistry(audit, keys)
+        streams = StreamRegistry(catalogue, audit, on_created=consents.on_stream_created)
         chunks = ChunkStore()
         records = OwnRecords(
             catalogue,
@@ -77,9 +82,11 @@ class VaultRuntime:
             ingest=BatchIngest(catalogue, streams, chunks, audit, settings.max_records_per_batch),
             records=records,
             portability=Portability(
-                catalogue, streams, records, chunks, audit, settings.max_records_per_batch
+                catalogue, streams, records, chunks, audit, consents, settings.max_records_per_batch
             ),
             erasure=Erasure(accounts),
+            consents=consents,
+            departments=Departments(consents),
         )
 
     @contextmanager

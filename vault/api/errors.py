@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from consent.errors import ConsentError
 from vault.errors import DomainError
 
 STATUS_BY_CODE: dict[str, int] = {
@@ -31,7 +32,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "insufficient_scope": 403,
     "rate_limited": 429,
+    "database_busy": 503,
     "integrity_error": 500,
+    "consent_integrity_error": 409,
+    # consent package errors
+    "terms_invalid": 422,
+    "narrowing_refused": 422,
+    "signature_invalid": 409,
 }
 
 
@@ -51,9 +58,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(_request: Request, exc: DomainError) -> JSONResponse:
         status = STATUS_BY_CODE.get(exc.code, 400)
         headers = dict(exc.headers)
+        if status == 503:
+            headers.setdefault("Retry-After", "1")
         if status == 401 and "WWW-Authenticate" not in headers:
             headers["WWW-Authenticate"] = 'Bearer realm="civic-vault"'
         return JSONResponse(error_body(exc.code, exc.message, exc.details), status, headers=headers)
+
+    @app.exception_handler(ConsentError)
+    async def _consent(_request: Request, exc: ConsentError) -> JSONResponse:
+        problems = [dict(p) for p in getattr(exc, "problems", [])]
+        return JSONResponse(
+            error_body(exc.code, str(exc), problems), STATUS_BY_CODE.get(exc.code, 422)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

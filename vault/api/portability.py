@@ -59,14 +59,17 @@ async def import_bundle(
     principal: Annotated[Principal, Depends(require("vault:append", "consent:manage"))],
 ) -> ImportOut:
     """Verify a bundle exported by a Civic Vault and add its streams to your vault."""
-    citizen_id = citizen_id_of(principal)
+    citizen_id, root = citizen_with_keys(principal)
     body = await read_body(request, rt.settings.max_body_bytes)
 
     def _import() -> ImportOut:
         with rt.unit_of_work() as session:
-            result = rt.portability.import_bundle(session, citizen_id, body)
+            result = rt.portability.import_bundle(session, citizen_id, root, body)
         return ImportOut(
-            records=result.records, source_citizen=result.source_citizen, streams=result.streams
+            records=result.records,
+            source_citizen=result.source_citizen,
+            streams=result.streams,
+            consents=result.consents,
         )
 
     return await run_in_threadpool(_import)

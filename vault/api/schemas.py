@@ -129,6 +129,7 @@ class ImportOut(BaseModel):
     records: int
     source_citizen: str | None
     streams: list[dict[str, Any]]
+    consents: list[dict[str, Any]] = []
 
 
 class ErrorOut(BaseModel):

@@ -45,7 +45,7 @@ def create_stream(
     citizen_id = citizen_id_of(principal)
     with rt.unit_of_work() as session:
         summary = rt.streams.create(
-            session, citizen_id, body.stream_type, body.label, principal.actor
+            session, citizen_id, body.stream_type, body.label, principal.actor, principal.root_keys
         )
     return _public(summary)
 

@@ -140,6 +140,10 @@ class ConsentRegistry:
             dimension_names=DIMENSION_NAMES,
         )
 
+    @staticmethod
+    def department_exists(session: Session, department_id: str) -> bool:
+        return consent_repo.department(session, department_id) is not None
+
     def grantee_public_keys(self) -> dict[str, bytes]:
         return {
             "aggregation": bytes(self._keys.aggregation.public_key),

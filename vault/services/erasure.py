@@ -20,6 +20,7 @@ from vault.errors import NotFound
 from vault.models import ErasureTombstone
 from vault.repositories import audit as audit_repo
 from vault.repositories import citizens as citizen_repo
+from vault.repositories import consents as consent_repo
 from vault.repositories import idempotency as idempotency_repo
 from vault.repositories import streams as stream_repo
 from vault.repositories import tokens as token_repo
@@ -53,6 +54,7 @@ class Erasure:
             audit_head_hash=head.entry_hash if head else "",
         )
         stream_repo.delete_streams_with_everything(session, streams)
+        consent_repo.delete_for_citizen(session, citizen_id)
         idempotency_repo.delete_for_citizen(session, citizen_id)
         audit_repo.delete_for_citizen(session, citizen_id)
         session.delete(citizen)

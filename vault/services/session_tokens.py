@@ -86,3 +86,33 @@ def revoke(session: Session, digest: str) -> None:
         row.session_key = None
         session.add(row)
         session.flush()
+
+
+def issue_service_token(
+    session: Session,
+    *,
+    kind: str,
+    client_id: str,
+    department_id: str | None,
+    scopes: frozenset[str],
+    audience: str,
+    ttl_seconds: int,
+) -> str:
+    """A token for a service (a department's account, an analyst): no citizen, no session key.
+    OAuth's client-credentials grant issues these; the demo and the tests use it directly."""
+    token = token_secrets.new_token()
+    now = utcnow()
+    session.add(
+        AccessToken(
+            digest=token_secrets.token_digest(token),
+            kind=kind,
+            client_id=client_id,
+            department_id=department_id,
+            scope=" ".join(sorted(scopes)),
+            audience=audience,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+    )
+    session.flush()
+    return token

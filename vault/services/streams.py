@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +12,7 @@ from sqlmodel import Session
 
 from vault.catalogue import Catalogue
 from vault.clock import utcnow
+from vault.crypto.root_keys import RootKeys
 from vault.crypto.sealing import generate_box_key, seal_to
 from vault.errors import InvalidInput, NotFound
 from vault.models import Citizen, Stream, StreamKey
@@ -51,10 +53,17 @@ def new_key_generation(
     )
 
 
+#: Called when a stream is created while the owner's root keys are open (to extend consents).
+StreamCreatedHook = Callable[[Session, Citizen, Stream, RootKeys | None], None]
+
+
 class StreamRegistry:
-    def __init__(self, catalogue: Catalogue, audit: AuditLog) -> None:
+    def __init__(
+        self, catalogue: Catalogue, audit: AuditLog, on_created: StreamCreatedHook | None = None
+    ) -> None:
         self._catalogue = catalogue
         self._audit = audit
+        self._on_created = on_created
 
     def create(
         self,
@@ -63,7 +72,10 @@ class StreamRegistry:
         stream_type: str,
         label: str = "",
         actor: str = "citizen",
+        root: RootKeys | None = None,
     ) -> StreamSummary:
+        """A new stream with its first key pair. With the owner's ``root`` keys open, consents
+        already given for this type are extended to it."""
         try:
             spec = self._catalogue.get(stream_type)
         except NotFound as exc:
@@ -94,6 +106,8 @@ class StreamRegistry:
         self._audit.append(
             session, citizen_id, actor, "stream.created", {"stream": stream.id, "type": spec.name}
         )
+        if self._on_created is not None:
+            self._on_created(session, owner, stream, root)
         return self.summary(session, stream)
 
     def summary(self, session: Session, stream: Stream) -> StreamSummary:
