@@ -30,6 +30,7 @@ import os
 import secrets
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,8 +42,13 @@ import numpy.typing as npt
 import polars as pl
 from sqlmodel import Session, select
 
+from consent.request_templates import DEPARTMENT_NAMES, shipped_requests
+from consent.terms import Narrowing
 from vault.catalogue import StreamType, default_catalogue
+from vault.chunk_codec import encode_frame
+from vault.clock import utcnow
 from vault.crypto.passphrase_wrap import KdfCost
+from vault.crypto.root_keys import RootKeys
 from vault.models import Citizen
 
 if TYPE_CHECKING:
@@ -677,14 +683,14 @@ def _seed_citizen(
     Returns the recovery code and, per stream, (stream type, stream id, chunk id, record count).
     """
     reg = rt.accounts.register(session, handle, passphrase, cost=cost)
+    _, root = rt.accounts.unlock(session, handle, passphrase, DEMO_ACTOR)
     written: list[tuple[str, str, str, int]] = []
     for stream_type in DEMO_STREAM_TYPES:
         label = rt.catalogue.get(stream_type).title
         summary = rt.streams.create(session, reg.citizen_id, stream_type, label, DEMO_ACTOR)
-        stream = rt.streams.get_owned(session, reg.citizen_id, summary.id, for_update=True)
         frame = city.records(citizen, stream_type)
-        chunk = rt.chunks.write(session, stream, frame)
-        written.append((stream_type, stream.id, chunk.chunk_id, frame.height))
+        chunk = rt.chunks.write_plaintext(session, reg.citizen_id, summary.id, encode_frame(frame))
+        written.append((stream_type, summary.id, chunk.chunk_id, frame.height))
     # One entry for all five appends (what ingest would log as five ``records.appended``): the
     # citizen's chain says where the data came from, at a fraction of the cost of five entries.
     rt.audit.append(
@@ -699,7 +705,39 @@ def _seed_citizen(
             ]
         },
     )
+    _answer_requests(rt, session, citizen, reg.citizen_id, root)
     return reg.recovery_code, written
+
+
+def _answer_requests(
+    rt: VaultRuntime, session: Session, citizen: int, citizen_id: str, root: RootKeys
+) -> None:
+    """Most demo citizens accept the city's requests, some with tighter limits, some decline,
+    so that every screen and every query has real material. Deterministic per citizen."""
+    now = utcnow()
+    for k, request in enumerate(shipped_requests(now)):
+        roll = (citizen * 7919 + k * 104729) % 100
+        if roll < 15:
+            rt.consents.decline(session, citizen_id, request.id, now)
+            continue
+        if roll < 25:
+            continue  # not answered yet: the request waits in the inbox
+        narrowing = None
+        if roll < 40 and request.dp_limits is not None:
+            narrowing = Narrowing(epsilon_per_period=request.dp_limits.epsilon_per_period / 2)
+        terms = request.terms_for(citizen_id, now, narrowing, terms_id=uuid.uuid4().hex)
+        rt.consents.give_terms(session, citizen_id, root, terms, now, request_id=request.id)
+
+
+def seed_departments(rt: VaultRuntime) -> None:
+    """The city's departments and their shipped data requests (once)."""
+    now = utcnow()
+    with rt.unit_of_work() as session:
+        for department, names in DEPARTMENT_NAMES.items():
+            rt.departments.ensure(session, department, names["en"], names.get("es", ""))
+        for request in shipped_requests(now):
+            if not rt.departments.request_exists(session, request.id):
+                rt.departments.publish(session, request.department, request, now)
 
 
 def seed_demo_city(
@@ -738,6 +776,7 @@ def seed_demo_city(
     started = time.perf_counter()
     city = generate_city(citizens, seed=seed, days=days, end=end)
     handles = [demo_handle(i) for i in range(citizens)]
+    seed_departments(rt)
     existing = _existing_handles(rt, set(handles))
     bulk_cost = KdfCost.profile("min")
     named = dict(NAMED_CITIZENS)

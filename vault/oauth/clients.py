@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -78,7 +79,7 @@ def secret_matches(stored_digest: str | None, presented: str) -> bool:
     return hmac.compare_digest(stored_digest, secret_digest(presented))
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -105,7 +106,7 @@ def check_redirect_uri(uri: str) -> str:
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:
         raise ClientMetadataError(bad, f"redirect URI {uri!r} must be an absolute https URI")
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         raise ClientMetadataError(
             bad, f"redirect URI {uri!r}: plain http is allowed only on a loopback address"
         )
@@ -199,8 +200,17 @@ class RegisteredClient:
     issued_at: int
 
 
+_PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
+
+
+def is_plausible_id(value: object) -> bool:
+    """Printable ASCII, 1 to 64 characters: anything else cannot be an id here, and must never
+    reach a query (PostgreSQL refuses NUL bytes in text with an error, not a miss)."""
+    return isinstance(value, str) and _PRINTABLE_ID.match(value) is not None
+
+
 def get_client(session: Session, client_id: str) -> OAuthClient | None:
-    if not client_id or len(client_id) > 64:
+    if not is_plausible_id(client_id):
         return None
     return session.exec(select(OAuthClient).where(OAuthClient.client_id == client_id)).first()
 
@@ -214,6 +224,10 @@ def active_client(session: Session, client_id: str) -> ClientView | None:
 
 def _check_name(name: str) -> str:
     value = " ".join((name or "").split())
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        raise ClientMetadataError(
+            "invalid_client_metadata", "client_name must not contain control characters"
+        )
     if not value or len(value) > MAX_NAME_LENGTH:
         raise ClientMetadataError(
             "invalid_client_metadata", f"client_name must be 1 to {MAX_NAME_LENGTH} characters"

@@ -83,6 +83,8 @@ def disconnect(
 ) -> int:
     """Revoke everything ``client_id`` holds for the citizen; the number of grants ended.
     :class:`NotFound` if the app holds no live grant for this citizen."""
+    if not clients.is_plausible_id(client_id):
+        raise NotFound("no app with that id is connected to your vault")
     now = utcnow()
     live = [
         f

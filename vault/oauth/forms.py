@@ -39,7 +39,7 @@ def new_binding() -> str:
 
 
 def valid_binding(value: str | None) -> bool:
-    return bool(value) and value is not None and 20 <= len(value) <= 64 and value.isascii()
+    return value is not None and 20 <= len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 def request_digest(params: dict[str, str]) -> bytes:
@@ -76,9 +76,10 @@ def issue(key: bytes, purpose: str, binding: str, bound_to: bytes, ttl: int, now
 def verify(
     key: bytes, token: str | None, purpose: str, binding: str | None, bound_to: bytes, now: datetime
 ) -> VerifiedForm | None:
-    if not token or len(token) > 200 or "." not in token or not valid_binding(binding):
+    if binding is None or not valid_binding(binding):
         return None
-    assert binding is not None
+    if not token or len(token) > 200 or "." not in token:
+        return None
     head_text, _, mac_text = token.partition(".")
     try:
         head, mac = _unb64(head_text), _unb64(mac_text)

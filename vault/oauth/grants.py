@@ -18,7 +18,9 @@ Properties, each enforced here:
 from __future__ import annotations
 
 import hmac
+import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import (
@@ -38,6 +40,7 @@ from vault.oauth import repositories as repo
 from vault.oauth.clients import ClientView
 from vault.oauth.issuance import Subject
 from vault.oauth.models import OAuthAuthorization, OAuthAuthorizationCode, OAuthRefreshToken
+from vault.oauth.staff import staff_by_id
 from vault.principal import VAULT_AUDIENCE
 from vault.repositories import citizens as citizen_repo
 
@@ -140,8 +143,6 @@ def _subject_still_exists(server: CivicAuthorizationServer, subject: Subject) ->
     if subject.citizen_id is not None:
         return citizen_repo.by_id(server.session, subject.citizen_id) is not None
     if subject.staff_id is not None:
-        from vault.oauth.staff import staff_by_id
-
         return staff_by_id(server.session, subject.staff_id) is not None
     return True
 
@@ -220,7 +221,7 @@ class CivicAuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignor
                 code_challenge_method=data.get("code_challenge_method"),
                 root_wrapped=None if root is None else token_secrets.wrap_for_token(code, root),
                 created_at=now,
-                expires_at=now + _seconds(self.server.rt.config.code_ttl),
+                expires_at=now + timedelta(seconds=self.server.rt.config.code_ttl),
             )
         )
         self.server.session.flush()
@@ -401,19 +402,9 @@ class CivicClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignor
 
 
 def _json(details: tuple[dict[str, Any], ...]) -> str:
-    import json
-
     return json.dumps(list(details), sort_keys=True, separators=(",", ":"))
 
 
 def _load(text: str) -> list[dict[str, Any]]:
-    import json
-
     value = json.loads(text)
     return value if isinstance(value, list) else []
-
-
-def _seconds(n: int) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=n)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,14 +27,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from authlib.oauth2.rfc6749 import OAuth2Error
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from vault.clock import utcnow
 from vault.crypto import token_secrets
+from vault.crypto.root_keys import RootKeys
 from vault.errors import AuthenticationFailed, DomainError, Forbidden, RateLimited
-from vault.models import AccessToken
+from vault.models import AccessToken, Citizen
 from vault.oauth import clients, consent_screen, forms, policy, rar
 from vault.oauth import repositories as repo
 from vault.oauth.grants import AuthorizationAsk
@@ -49,6 +52,7 @@ from vault.oauth.server import (
 )
 from vault.repositories import citizens as citizen_repo
 from vault.services import session_tokens
+from vault.services.accounts import HANDLE_PATTERN
 
 pages = APIRouter(include_in_schema=False)
 
@@ -180,6 +184,20 @@ def _consent_page(
     )
 
 
+def unlock_citizen(
+    rt: OAuthRuntime, session: Session, handle: str, passphrase: str, address: str
+) -> tuple[Citizen, RootKeys]:
+    """``CitizenAccounts.unlock``, but a handle that cannot exist is refused before any query
+    (a NUL byte would make PostgreSQL fail the request instead of finding nobody)."""
+    if not HANDLE_PATTERN.match(handle.strip().lower()):
+        raise AuthenticationFailed("the handle or the passphrase is not right")
+    return rt.vault.accounts.unlock(session, handle, passphrase, address)
+
+
+class NothingApproved(Exception):
+    """The consent approval hook approved nothing (or, wrongly, more than was asked)."""
+
+
 def _sign_in(
     server: CivicAuthorizationServer, grant: Any, form: dict[str, str], address: str
 ) -> Subject:
@@ -202,11 +220,21 @@ def _sign_in(
             department_id=member.department_id,
             family_id=family_id,
         )
-    citizen, root = rt.vault.accounts.unlock(session, handle, passphrase, address)
+    citizen, root = unlock_citizen(rt, session, handle, passphrase, address)
     approved: list[dict[str, Any]] = []
     if ask.details:
-        returned = rt.consent_approval.approve(session, citizen.id, root, client, list(ask.details))
-        approved = rar.check_within(returned, ask.details)
+        try:
+            # A savepoint: what the hook wrote (consents, grants) is undone if it approved more
+            # than was asked, or nothing at all.
+            with session.begin_nested():
+                returned = rt.consent_approval.approve(
+                    session, citizen.id, root, client, list(ask.details)
+                )
+                approved = rar.check_within(returned, ask.details)
+                if not approved:
+                    raise NothingApproved("the approval approved nothing")
+        except ValueError as exc:
+            raise NothingApproved(str(exc)) from exc
     return Subject(
         token_kind=policy.TOKEN_KIND_CITIZEN if client.first_party else policy.TOKEN_KIND_APP,
         audience=ask.audience,
@@ -244,15 +272,16 @@ def _decide(
         forms.request_digest(oreq.args),
         now,
     )
-    if checked is None or not repo.use_form_nonce(
-        server.session, checked.nonce, checked.expires_at, now
+    if (
+        binding is None
+        or checked is None
+        or not repo.use_form_nonce(server.session, checked.nonce, checked.expires_at, now)
     ):
         return error_page(
             "This page has expired",
             "This sign-in form was already used, has expired, or came from another browser "
             "window. Go back to the app and start again.",
         )
-    assert binding is not None  # verify() refuses a missing binding
     client: clients.ClientView = grant.request.client
     decision = oreq.form.get("decision")
     if decision == "deny":
@@ -271,13 +300,7 @@ def _decide(
         return _consent_page(
             server, grant, oreq, binding, query, error=exc.message, status=status, handle=handle
         )
-    except ValueError:
-        # The approval hook returned more than was requested: approve nothing.
-        result = server.create_authorization_response(oreq, grant_user=None, grant=grant)
-        return result.with_issuer(rt.config.issuer)
-    if subject.token_kind != policy.TOKEN_KIND_ANALYST and not (
-        subject.authorization_details or not grant.ask.details
-    ):
+    except NothingApproved:
         result = server.create_authorization_response(oreq, grant_user=None, grant=grant)
         return result.with_issuer(rt.config.issuer)
     result = server.create_authorization_response(oreq, grant_user=subject, grant=grant)
@@ -304,7 +327,7 @@ def _audit_denial(
     if client.kind != policy.CLIENT_KIND_CITIZEN or not handle or not passphrase:
         return
     try:
-        citizen, _ = server.rt.vault.accounts.unlock(server.session, handle, passphrase, address)
+        citizen, _ = unlock_citizen(server.rt, server.session, handle, passphrase, address)
     except DomainError:
         return
     server.rt.vault.audit.append(
@@ -466,14 +489,16 @@ def _dev_page(
 
 
 async def _dev_form(request: Request) -> dict[str, str] | None:
+    """The form fields (the ``scope`` checkboxes joined by spaces), or ``None`` if not a form."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         return None
     data = await request.form()
     out: dict[str, str] = {}
     for key, value in data.multi_items():
-        if isinstance(value, str):
-            out[key] = out[key] + "\n" + value if key in out and key == "scope" else value
+        if not isinstance(value, str):
+            continue
+        out[key] = f"{out[key]} {value}" if key == "scope" and key in out else value
     return out
 
 
@@ -487,9 +512,7 @@ def _dev_checked(rt: OAuthRuntime, request: Request, form: dict[str, str] | None
     )
 
 
-async def _in_uow(rt: OAuthRuntime, work: Any) -> Page:
-    from starlette.concurrency import run_in_threadpool
-
+async def _in_uow(rt: OAuthRuntime, work: Callable[[Session], Page]) -> Page:
     def _run() -> Page:
         with rt.vault.unit_of_work() as session:
             page: Page = work(session)
@@ -529,8 +552,8 @@ async def developer_sign_in(request: Request) -> Response:
 
     def work(session: Session) -> Page:
         try:
-            citizen, _ = rt.vault.accounts.unlock(
-                session, form.get("handle", ""), form.get("passphrase", ""), address
+            citizen, _ = unlock_citizen(
+                rt, session, form.get("handle", ""), form.get("passphrase", ""), address
             )
         except (AuthenticationFailed, RateLimited) as exc:
             return _dev_page(
@@ -630,7 +653,3 @@ async def developer_rotate(client_id: str, request: Request) -> Response:
         )
 
     return render(rt, await _in_uow(rt, work))
-
-
-def redirect_to(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303)

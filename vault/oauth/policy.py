@@ -2,8 +2,10 @@
 
 Properties:
 
-* every scope belongs to exactly one audience (RFC 8707 resource): a token is issued for one
-  audience and the other service refuses it (``vault.api.deps.require`` compares audiences);
+* a token is issued for exactly one audience (RFC 8707 resource) and the other service refuses it
+  (``vault.api.deps.require`` compares audiences); each scope has a default audience and may be
+  issued only for the audiences listed for it (``department:admin``: aggregation by default, the
+  vault when ``resource=urn:civic-vault:vault`` is asked for, where departments publish requests);
 * a request that mixes scopes of both audiences without naming a ``resource`` is refused, and so is
   a ``resource`` whose audience does not fit the scopes (``invalid_target``);
 * lifetimes are explicit and short (RFC 9700 §2.2.2, §4.14): access tokens 10 minutes, codes one
@@ -19,7 +21,7 @@ from vault.principal import AGGREGATION_AUDIENCE, VAULT_AUDIENCE
 #: Audiences (RFC 8707 resource indicators) this server issues tokens for.
 AUDIENCES = (VAULT_AUDIENCE, AGGREGATION_AUDIENCE)
 
-#: Scope -> the one audience it is meaningful for.
+#: Scope -> its default audience (the one a token gets when no ``resource`` is named).
 SCOPE_AUDIENCE: dict[str, str] = {
     "vault:read": VAULT_AUDIENCE,
     "vault:append": VAULT_AUDIENCE,
@@ -27,6 +29,16 @@ SCOPE_AUDIENCE: dict[str, str] = {
     "consent:manage": VAULT_AUDIENCE,
     "aggregate:query": AGGREGATION_AUDIENCE,
     "department:admin": AGGREGATION_AUDIENCE,
+}
+#: Scope -> every audience it may be issued for with an explicit ``resource``: a department
+#: administers its data requests in the vault (``/v1/departments/...``) as well as its queries.
+SCOPE_AUDIENCES: dict[str, frozenset[str]] = {
+    "vault:read": frozenset({VAULT_AUDIENCE}),
+    "vault:append": frozenset({VAULT_AUDIENCE}),
+    "consent:read": frozenset({VAULT_AUDIENCE}),
+    "consent:manage": frozenset({VAULT_AUDIENCE}),
+    "aggregate:query": frozenset({AGGREGATION_AUDIENCE}),
+    "department:admin": frozenset({AGGREGATION_AUDIENCE, VAULT_AUDIENCE}),
 }
 
 #: Scope -> what it lets the app do, completing "This app wants to ...".
@@ -109,7 +121,7 @@ def audience_for(scopes: frozenset[str], resource: str | None) -> str:
     if resource is not None:
         if resource not in AUDIENCES:
             raise InvalidTargetError(f"Unknown resource; use one of: {', '.join(AUDIENCES)}")
-        foreign = sorted(s for s in scopes if SCOPE_AUDIENCE[s] != resource)
+        foreign = sorted(s for s in scopes if resource not in SCOPE_AUDIENCES[s])
         if foreign:
             raise InvalidTargetError(
                 f"Scope(s) {' '.join(foreign)} are not for the resource {resource}"

@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 import jinja2
 from sqlmodel import Session
 
+from vault.crypto.passphrase_wrap import KdfCost
 from vault.login_throttle import LoginThrottle
 from vault.oauth import policy
-from vault.oauth.clients import _is_loopback, load_or_create_initial_access_token
+from vault.oauth.clients import is_loopback, load_or_create_initial_access_token
 from vault.oauth.hooks import (
     AppDisconnectedHook,
     ConsentApprovalHook,
@@ -61,7 +62,7 @@ def check_issuer(issuer: str) -> str:
     value = issuer.rstrip("/")
     parts = urlsplit(value)
     host = parts.hostname or ""
-    secure = parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host))
+    secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host))
     if not host or not secure or parts.query or parts.fragment or "@" in parts.netloc:
         raise OAuthConfigError(
             f"CIVIC_OAUTH_ISSUER={issuer!r}: must be an https URL (http only on a loopback "
@@ -138,8 +139,6 @@ class OAuthRuntime:
     def build(cls, vault: VaultRuntime, config: OAuthConfig | None = None) -> OAuthRuntime:
         settings = vault.settings
         config = config or OAuthConfig.from_settings(settings)
-        from vault.crypto.passphrase_wrap import KdfCost
-
         return cls(
             vault=vault,
             config=config,

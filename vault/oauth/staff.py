@@ -28,7 +28,7 @@ from vault.crypto.passphrase_wrap import KdfCost
 from vault.errors import AuthenticationFailed, Conflict, InvalidInput, RateLimited
 from vault.login_throttle import LoginThrottle
 from vault.oauth.models import StaffAccount
-from vault.services.accounts import check_handle, check_passphrase
+from vault.services.accounts import HANDLE_PATTERN, check_handle, check_passphrase
 
 ROLES = ("analyst", "dpo")
 _BAD_LOGIN = "the handle or the password is not right"
@@ -47,6 +47,11 @@ def _hash(passphrase: str, cost: KdfCost) -> str:
         passphrase.encode("utf-8"), opslimit=cost.opslimit, memlimit=cost.memlimit
     )
     return value.decode("ascii")
+
+
+def password_matches(password_hash: str, passphrase: str) -> bool:
+    """Whether ``passphrase`` is the one ``password_hash`` was made from."""
+    return _verify(password_hash, passphrase)
 
 
 def _verify(password_hash: str, passphrase: str) -> bool:
@@ -132,9 +137,10 @@ class StaffAccounts:
     def unlock(self, session: Session, handle: str, passphrase: str, address: str) -> StaffMember:
         """The staff member, or a uniform :class:`AuthenticationFailed` / :class:`RateLimited`."""
         key = f"staff:{address}"
-        row = session.exec(
-            select(StaffAccount).where(StaffAccount.handle == handle.strip().lower())
-        ).first()
+        handle = handle.strip().lower()
+        row = None
+        if HANDLE_PATTERN.match(handle):  # anything else is no account (and must not reach SQL)
+            row = session.exec(select(StaffAccount).where(StaffAccount.handle == handle)).first()
         wait = self._throttle.retry_after(key)
         if row is not None and row.locked_until is not None:
             wait = max(wait, int((row.locked_until - utcnow()).total_seconds()) + 1)

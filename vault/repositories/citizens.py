@@ -12,6 +12,8 @@ def by_handle(session: Session, handle: str) -> Citizen | None:
 
 
 def by_id(session: Session, citizen_id: str, *, for_update: bool = False) -> Citizen | None:
+    if not for_update:
+        return session.get(Citizen, citizen_id)  # the session's identity map first
     stmt = select(Citizen).where(Citizen.id == citizen_id)
     if for_update:
         stmt = stmt.with_for_update()

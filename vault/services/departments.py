@@ -97,6 +97,10 @@ class Departments:
             session, request.id, self._consents.vocabulary(session), "en"
         )
 
+    @staticmethod
+    def request_exists(session: Session, request_id: str) -> bool:
+        return consent_repo.request(session, request_id) is not None
+
     def requests(self, session: Session, department_id: str, language: str) -> list[RequestView]:
         if consent_repo.department(session, department_id) is None:
             raise NotFound(f"no department {department_id!r}")

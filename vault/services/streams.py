@@ -108,7 +108,16 @@ class StreamRegistry:
         )
         if self._on_created is not None:
             self._on_created(session, owner, stream, root)
-        return self.summary(session, stream)
+        return StreamSummary(
+            id=stream.id,
+            stream_type=stream.stream_type,
+            schema_version=stream.schema_version,
+            label=stream.label,
+            created_at=stream.created_at,
+            chunk_count=0,
+            record_count=0,
+            key_generation=key.generation,
+        )
 
     def summary(self, session: Session, stream: Stream) -> StreamSummary:
         chunks, records = stream_repo.chunk_stats(session, stream.id)
