@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench bench-quick clean
+.PHONY: help install run test lint bench bench-quick bench-tools clean
 
 help:
 	@echo "make run          install if needed, migrate, seed the demo city, serve (CIVIC_HOST/CIVIC_PORT)"
@@ -39,10 +39,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install
+# wrk (Debian's) drives the HTTP benchmarks; installed here when missing and we may.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } || echo "install wrk (apt-get install -y wrk) for the HTTP benchmarks"
+
+bench: install bench-tools
 	$(BIN)/python -m bench
 
-bench-quick: install
+bench-quick: install bench-tools
 	$(BIN)/python -m bench --quick
 
 # Never removes var/: it holds the database and the keys.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from server.api_docs import mount_api_docs
 from vault.api import accounts, catalogue, consents, portability, streams
 from vault.api.body_limit import BodySizeLimit
 from vault.api.errors import install_error_handlers
+from vault.background import expire_consents_forever
 from vault.runtime import VaultRuntime
 from vault.settings import Settings
 
@@ -22,8 +24,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        vault.engine.dispose()
+        expiry = asyncio.create_task(
+            expire_consents_forever(vault, settings.expiry_interval_seconds)
+        )
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            vault.engine.dispose()
 
     app = FastAPI(
         title="Civic Vault",

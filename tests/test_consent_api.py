@@ -385,3 +385,40 @@ def test_erasure_removes_consents(client: TestClient, city: dict[str, str], alic
     with client.app.state.vault.reading() as s:  # type: ignore[attr-defined]
         assert s.get(ConsentRecord, consent["id"]) is None
     assert grants(client, consent["id"]) == []
+
+
+def test_the_server_ends_expired_consents_on_its_own(tmp_path, database_url: str) -> None:
+    """The background sweep runs inside the app (no request needed)."""
+    import time
+
+    from server.app import create_app
+    from tests.conftest import register
+    from vault.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "d",
+        database_url=database_url,
+        kdf_profile="min",
+        expiry_interval_seconds=1,
+    )
+    with TestClient(create_app(settings), base_url="https://testserver") as c:
+        rt = c.app.state.vault  # type: ignore[attr-defined]
+        with rt.unit_of_work() as s:
+            rt.departments.ensure(s, "environment", "Environment Department")
+            for request in shipped_requests(utcnow()):
+                if request.department == "environment":
+                    rt.departments.publish(s, "environment", request, utcnow())
+        citizen = register(c, "expiring")
+        consent = c.post(
+            "/v1/me/requests/noise-exposure/accept",
+            json={"not_after": (utcnow() + timedelta(seconds=2)).isoformat()},
+            headers=citizen.auth,
+        ).json()
+        assert consent["status"] == "given"
+        deadline = time.monotonic() + 15
+        status = "given"
+        while status == "given" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with rt.reading() as s:
+                status = s.get(ConsentRecord, consent["id"]).status
+        assert status == "expired"

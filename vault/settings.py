@@ -44,6 +44,7 @@ class Settings:
     login_max_lockout_seconds: int = 900
     compact_min_chunks: int = 16
     compact_small_chunk_records: int = 1000
+    expiry_interval_seconds: int = 60
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -77,4 +78,5 @@ class Settings:
             login_free_failures=_int(env, "CIVIC_LOGIN_FREE_FAILURES", 5, minimum=1),
             login_max_lockout_seconds=_int(env, "CIVIC_LOGIN_MAX_LOCKOUT", 900, minimum=1),
             compact_min_chunks=_int(env, "CIVIC_COMPACT_MIN_CHUNKS", 16, minimum=2),
+            expiry_interval_seconds=_int(env, "CIVIC_EXPIRY_INTERVAL", 60, minimum=1),
         )
