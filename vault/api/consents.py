@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from consent.errors import TermsInvalid
 from consent.terms import DataCategory, DataRequest, Narrowing, problems_from_validation
@@ -70,52 +70,17 @@ class AcceptIn(BaseModel):
             raise TermsInvalid(problems_from_validation(exc)) from None
 
 
-class ConsentPublic(BaseModel):
-    id: str
-    terms_id: str
-    version: int
-    status: str
-    verified: bool
-    problem: str | None
-    department_id: str | None
-    client_id: str | None
-    request_id: str | None
-    summary: str
-    created_at: datetime
-    not_after: datetime
-    terms: dict[str, Any]
-
-
 class ConsentList(BaseModel):
-    consents: list[ConsentPublic]
-
-
-class ProcessingRecordPublic(BaseModel):
-    request_id: str
-    title: str
-    purposes: list[dict[str, str]]
-    legal_basis: list[str]
-    data_categories: list[dict[str, Any]]
-    recipients: list[str]
-    processing: str
-    statistics: list[str]
-    dp_limits: dict[str, Any] | None
-    retention: str
-    active_consents: str
-    safeguards: list[str]
+    consents: list[ConsentView]
 
 
 class ProcessingRecords(BaseModel):
     department_id: str
-    records: list[ProcessingRecordPublic]
+    records: list[ProcessingRecord]
 
 
 def _request(view: RequestView) -> RequestPublic:
     return RequestPublic(**{k: v for k, v in view.__dict__.items() if k != "request"})
-
-
-def _consent(view: ConsentView) -> ConsentPublic:
-    return ConsentPublic(**view.__dict__)
 
 
 def _own_department(principal: Principal, department_id: str) -> None:
@@ -146,7 +111,7 @@ def my_requests(
 @router.post(
     "/v1/me/requests/{request_id}/accept",
     status_code=201,
-    response_model=ConsentPublic,
+    response_model=ConsentView,
     responses=_ERRORS,
 )
 def accept_request(
@@ -154,13 +119,13 @@ def accept_request(
     rt: Runtime,
     principal: Annotated[Principal, Depends(require("consent:manage"))],
     body: Annotated[AcceptIn | None, Body()] = None,
-) -> ConsentPublic:
+) -> ConsentView:
     """Accept a request, optionally with tighter limits. Signs the terms with your key."""
     citizen_id, root = citizen_with_keys(principal)
     narrowing = body.narrowing() if body is not None else None
     with rt.unit_of_work() as session:
         view = rt.consents.accept(session, citizen_id, root, request_id, narrowing, utcnow())
-    return _consent(view)
+    return view
 
 
 @router.post("/v1/me/requests/{request_id}/decline", status_code=204, responses=_ERRORS)
@@ -183,7 +148,7 @@ def my_consents(
     citizen_id = citizen_id_of(principal)
     with rt.reading() as session:
         views = rt.consents.list_for(session, citizen_id, lang)
-    return ConsentList(consents=[_consent(v) for v in views])
+    return ConsentList(consents=views)
 
 
 @router.get(
@@ -205,25 +170,23 @@ def my_consent(
     with rt.reading() as session:
         record = rt.consents.get(session, citizen_id, consent_id)
         if format == "json":
-            return ConsentPublic(
-                **rt.consents.view(session, record, utcnow(), lang).__dict__
-            ).model_dump(mode="json")
+            view = rt.consents.view(session, record, utcnow(), lang)
+            rendered: dict[str, Any] = TypeAdapter(ConsentView).dump_python(view, mode="json")
+            return rendered
         return rt.consents.render(session, record, format)
 
 
-@router.post(
-    "/v1/me/consents/{consent_id}/withdraw", response_model=ConsentPublic, responses=_ERRORS
-)
+@router.post("/v1/me/consents/{consent_id}/withdraw", response_model=ConsentView, responses=_ERRORS)
 def withdraw_consent(
     consent_id: str,
     rt: Runtime,
     principal: Annotated[Principal, Depends(require("consent:manage"))],
-) -> ConsentPublic:
+) -> ConsentView:
     """Withdraw at once: grants are destroyed and the stream keys rotated."""
     citizen_id, root = citizen_with_keys(principal)
     with rt.unit_of_work() as session:
         view = rt.consents.withdraw(session, citizen_id, root, consent_id, utcnow())
-    return _consent(view)
+    return view
 
 
 @router.post(
@@ -279,5 +242,5 @@ def processing_records(
         records: list[ProcessingRecord] = rt.departments.processing_records(session, department_id)
     return ProcessingRecords(
         department_id=department_id,
-        records=[ProcessingRecordPublic(**r.__dict__) for r in records],
+        records=records,
     )
