@@ -119,13 +119,19 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+def read_only_engine(engine: Engine) -> Engine:
+    """The same engine, marked for read-only transactions (make it once: it is not free)."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
 @contextmanager
-def read_only(engine: Engine) -> Iterator[Session]:
-    """A transaction that only reads: on SQLite it takes no write lock and never waits for writers.
+def read_only(read_engine: Engine) -> Iterator[Session]:
+    """A transaction that only reads (``read_engine`` from :func:`read_only_engine`): on SQLite it
+    takes no write lock and never waits for writers.
 
     Writing through it is a bug (SQLite would refuse or serialise it late); use ``unit_of_work``.
     """
-    session = Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
+    session = Session(read_engine, expire_on_commit=False)
     try:
         yield session
     finally:

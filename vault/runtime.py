@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from sqlmodel import Session
 
 from vault.catalogue import Catalogue, default_catalogue
 from vault.crypto.passphrase_wrap import KdfCost
-from vault.db import make_engine, read_only, unit_of_work
+from vault.db import make_engine, read_only, read_only_engine, unit_of_work
 from vault.login_throttle import LoginThrottle
 from vault.service_keys import ServiceKeys
 from vault.services.accounts import CitizenAccounts
@@ -94,8 +95,12 @@ class VaultRuntime:
         with unit_of_work(self.engine) as session:
             yield session
 
+    @functools.cached_property
+    def read_engine(self) -> Engine:
+        return read_only_engine(self.engine)
+
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A read-only transaction (no write lock on SQLite)."""
-        with read_only(self.engine) as session:
+        with read_only(self.read_engine) as session:
             yield session

@@ -21,12 +21,13 @@ class InsufficientScope(DomainError):
     code = "insufficient_scope"
 
 
-def runtime(request: Request) -> VaultRuntime:
+# Cheap dependencies are ``async`` so that FastAPI does not hop to a worker thread for them.
+async def runtime(request: Request) -> VaultRuntime:
     value: VaultRuntime = request.app.state.vault
     return value
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
