@@ -14,6 +14,7 @@ from vault.api import accounts, catalogue, consents, portability, streams
 from vault.api.body_limit import BodySizeLimit
 from vault.api.errors import install_error_handlers
 from vault.background import expire_consents_forever
+from vault.oauth.api import install as install_oauth
 from vault.runtime import VaultRuntime
 from vault.settings import Settings
 
@@ -46,5 +47,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     install_error_handlers(app)
     for module in (catalogue, accounts, streams, portability, consents):
         app.include_router(module.router)
+    install_oauth(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

@@ -27,8 +27,11 @@ def migrate(settings: Settings) -> None:
 
 
 def seed(settings: Settings, *, only_if_empty: bool) -> None:
-    from vault.demo_city import database_is_empty, seed_demo_city
+    import json
 
+    from vault.demo_city import database_is_empty, seed_demo_city, write_private_json
+    from vault.oauth.demo import seed_oauth_demo
+    from vault.oauth.runtime import OAuthRuntime
     from vault.runtime import VaultRuntime
 
     rt = VaultRuntime.build(settings)
@@ -41,6 +44,10 @@ def seed(settings: Settings, *, only_if_empty: bool) -> None:
         report = seed_demo_city(
             rt, settings.demo_citizens, credentials_path=path, progress=_progress
         )
+        # The departments' service clients and analysts, the citizen app and the example app.
+        credentials = json.loads(path.read_text(encoding="utf-8"))
+        credentials.update(seed_oauth_demo(rt, OAuthRuntime.build(rt), credentials))
+        write_private_json(path, credentials)
         print(
             f"  demo city: {report.citizens} citizens seeded in {time.perf_counter() - started:.1f} s;"
             f" demo sign-ins are in {path}"

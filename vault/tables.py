@@ -4,4 +4,5 @@
 from __future__ import annotations
 
 import vault.consent_models
-import vault.models  # noqa: F401
+import vault.models
+import vault.oauth.models  # noqa: F401

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vault.crypto.root_keys import RootKeys
 from vault.errors import DomainError, Forbidden, Unauthenticated
+from vault.oauth.enforcement import deny_apps
 from vault.principal import VAULT_AUDIENCE, Principal
 from vault.runtime import VaultRuntime
 from vault.services import session_tokens
@@ -68,11 +69,19 @@ def require(*scopes: str, audience: str = VAULT_AUDIENCE) -> Callable[..., Princ
     return _check
 
 
-def citizen_id_of(principal: Principal) -> str:
-    """For routes about a citizen's own vault: the token must act for a citizen."""
+def stream_citizen_id(principal: Principal) -> str:
+    """For the stream routes: a token acting for a citizen, apps included (each stream route then
+    checks the app's ``authorization_details`` for the stream type and action)."""
     if principal.citizen_id is None:
         raise Forbidden("this route is for citizens; this token does not act for one")
     return principal.citizen_id
+
+
+def citizen_id_of(principal: Principal) -> str:
+    """For every other route about a citizen's own vault (profile, audit, consents, export,
+    account): the citizen's own session or first-party app, never a third-party app."""
+    deny_apps(principal)
+    return stream_citizen_id(principal)
 
 
 def citizen_with_keys(principal: Principal) -> tuple[str, RootKeys]:

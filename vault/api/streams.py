@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from vault.api.body import read_body
-from vault.api.deps import Runtime, citizen_id_of, citizen_with_keys, require
+from vault.api.deps import Runtime, citizen_with_keys, require, stream_citizen_id
 from vault.api.record_formats import PARQUET_TYPES, choose, render
 from vault.api.schemas import (
     ErrorOut,
@@ -19,6 +19,8 @@ from vault.api.schemas import (
     StreamList,
     StreamPublic,
 )
+from vault.errors import NotFound
+from vault.oauth.enforcement import require_authorization_details, visible_stream_types
 from vault.principal import Principal
 from vault.services.streams import StreamSummary
 
@@ -42,7 +44,8 @@ def _public(summary: StreamSummary) -> StreamPublic:
 def create_stream(
     body: StreamIn, rt: Runtime, principal: Annotated[Principal, Depends(require("vault:append"))]
 ) -> StreamPublic:
-    citizen_id = citizen_id_of(principal)
+    citizen_id = stream_citizen_id(principal)
+    require_authorization_details(principal, body.stream_type, "append")
     with rt.unit_of_work() as session:
         summary = rt.streams.create(
             session, citizen_id, body.stream_type, body.label, principal.actor, principal.root_keys
@@ -54,18 +57,25 @@ def create_stream(
 def list_streams(
     rt: Runtime, principal: Annotated[Principal, Depends(require("vault:read"))]
 ) -> StreamList:
-    citizen_id = citizen_id_of(principal)
-    with rt.unit_of_work() as session:
-        return StreamList(streams=[_public(s) for s in rt.streams.list(session, citizen_id)])
+    citizen_id = stream_citizen_id(principal)
+    visible = visible_stream_types(principal)
+    with rt.reading() as session:
+        summaries = rt.streams.list(session, citizen_id)
+    return StreamList(
+        streams=[_public(s) for s in summaries if visible is None or s.stream_type in visible]
+    )
 
 
 @router.get("/v1/me/streams/{stream_id}", response_model=StreamPublic)
 def get_stream(
     stream_id: str, rt: Runtime, principal: Annotated[Principal, Depends(require("vault:read"))]
 ) -> StreamPublic:
-    citizen_id = citizen_id_of(principal)
-    with rt.unit_of_work() as session:
+    citizen_id = stream_citizen_id(principal)
+    with rt.reading() as session:
         stream = rt.streams.get_owned(session, citizen_id, stream_id)
+        visible = visible_stream_types(principal)
+        if visible is not None and stream.stream_type not in visible:
+            raise NotFound(f"no stream {stream_id!r} in your vault")
         return _public(rt.streams.summary(session, stream))
 
 
@@ -84,7 +94,7 @@ async def append_records(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> IngestOut:
     """Append a batch (JSON array, NDJSON or CSV). One bad row rejects the whole batch with 422."""
-    citizen_id = citizen_id_of(principal)
+    citizen_id = stream_citizen_id(principal)
     body = await read_body(request, rt.settings.max_body_bytes)
     content_type = request.headers.get("content-type")
 
@@ -92,6 +102,7 @@ async def append_records(
         # Validate and encode outside the write transaction; then write.
         with rt.reading() as session:
             prepared = rt.ingest.prepare(session, citizen_id, stream_id, body, content_type)
+        require_authorization_details(principal, prepared.stream_type, "append")
         with rt.unit_of_work() as session:
             result = rt.ingest.commit(
                 session, citizen_id, prepared, idempotency_key, principal.actor
@@ -126,6 +137,12 @@ def read_records(
     format: Annotated[str | None, Query(description="json, csv, ndjson or parquet")] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
+    if principal.kind == "app":
+        with rt.reading() as session:
+            stream_type = rt.streams.get_owned(
+                session, stream_citizen_id(principal), stream_id
+            ).stream_type
+        require_authorization_details(principal, stream_type, "read")
     citizen_id, root = citizen_with_keys(principal)
     media = choose(accept, format)
     with rt.unit_of_work() as session:

@@ -46,6 +46,8 @@ THIRD_PARTY_GRANTS = frozenset({"authorization_code", "refresh_token"})
 MAX_REDIRECT_URIS = 10
 MAX_URI_LENGTH = 2000
 MAX_NAME_LENGTH = 100
+_NETLOC = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
 INITIAL_ACCESS_TOKEN_FILE = "oauth-initial-access-token"  # noqa: S105 - a file name
 
 
@@ -112,6 +114,9 @@ def check_redirect_uri(uri: str) -> str:
         )
     if "@" in parts.netloc:
         raise ClientMetadataError(bad, f"redirect URI {uri!r} must not contain user information")
+    if not _NETLOC.match(parts.netloc):
+        # The origin goes into the consent page's Content-Security-Policy: plain hosts only.
+        raise ClientMetadataError(bad, f"redirect URI {uri!r} has an unusual host part")
     if "#" in uri:
         raise ClientMetadataError(bad, f"redirect URI {uri!r} must not contain a fragment")
     return uri
@@ -198,9 +203,6 @@ class RegisteredClient:
     client: ClientView
     client_secret: str | None
     issued_at: int
-
-
-_PRINTABLE_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
 
 
 def is_plausible_id(value: object) -> bool:

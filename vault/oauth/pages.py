@@ -335,9 +335,11 @@ def _audit_denial(
     )
 
 
-def _respond(rt: OAuthRuntime, outcome: OAuthResult | Page) -> Response:
+def _respond(
+    rt: OAuthRuntime, outcome: OAuthResult | Page, *, after_post: bool = False
+) -> Response:
     if isinstance(outcome, OAuthResult):
-        return outcome.to_response()
+        return outcome.to_response(after_post=after_post)
     return render(rt, outcome)
 
 
@@ -389,9 +391,8 @@ async def authorize_decision(request: Request) -> Response:
         )
     binding = request.cookies.get(AUTHZ_COOKIE)
     query, address = request.url.query, _address(request)
-    return _respond(
-        rt, await run_oauth(rt, lambda server: _decide(server, oreq, binding, query, address))
-    )
+    outcome = await run_oauth(rt, lambda server: _decide(server, oreq, binding, query, address))
+    return _respond(rt, outcome, after_post=True)
 
 
 # --------------------------------------------------------------------------------------------------

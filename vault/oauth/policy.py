@@ -51,8 +51,10 @@ SCOPE_WORDS: dict[str, str] = {
     "department:admin": "manage your department's data requests",
 }
 
-#: The scopes an app registered through ``/oauth/register`` (a third party) may ever be granted.
-THIRD_PARTY_SCOPES = frozenset({"vault:read", "vault:append", "consent:read"})
+#: The scopes an app registered through ``/oauth/register`` (a third party) may ever be granted:
+#: data access only, always narrowed by ``authorization_details``. Not ``consent:read``: the list
+#: of a citizen's consents (and so which departments they share with) is theirs alone.
+THIRD_PARTY_SCOPES = frozenset({"vault:read", "vault:append"})
 #: Scopes of the city's own clients, by client kind.
 FIRST_PARTY_CITIZEN_SCOPES = frozenset(
     {"vault:read", "vault:append", "consent:read", "consent:manage"}

@@ -91,12 +91,17 @@ class OAuthResult:
         headers.append(("Location", add_params_to_uri(location, [("iss", issuer)])))
         return OAuthResult(self.status, self.body, headers)
 
-    def to_response(self) -> Response:
+    def to_response(self, *, after_post: bool = False) -> Response:
+        """The Starlette response. A redirect answering a POST (the consent form, which carried
+        the user's passphrase) is a 303, so no browser re-posts the form to the client (RFC 9700
+        §4.12); other redirects are 302."""
         headers = {n: v for n, v in self.headers if n.lower() not in ("content-type", "location")}
         headers.update(NO_STORE)
         location = self.location
         if location is not None:
-            return RedirectResponse(location, status_code=302, headers=headers)
+            return RedirectResponse(
+                location, status_code=303 if after_post else 302, headers=headers
+            )
         if isinstance(self.body, dict):
             return JSONResponse(self.body, self.status, headers=headers)
         return Response(self.body, self.status, headers=headers, media_type="text/plain")

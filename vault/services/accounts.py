@@ -24,6 +24,7 @@ from vault.crypto.root_keys import RootKeys
 from vault.errors import AuthenticationFailed, Conflict, InvalidInput, RateLimited
 from vault.login_throttle import LoginThrottle
 from vault.models import Citizen
+from vault.oauth import repositories as oauth_repo
 from vault.repositories import citizens as citizen_repo
 from vault.repositories import tokens as token_repo
 from vault.services.audit_log import AuditLog
@@ -70,6 +71,14 @@ def check_passphrase(passphrase: str, field: str = "passphrase") -> str:
             details=[{"field": field, "reason": f"at least {MIN_PASSPHRASE} characters"}],
         )
     return passphrase
+
+
+def revoke_everything(session: Session, citizen_id: str) -> None:
+    """End every session and every app's grant of the citizen (their copies of the root secret
+    included): after a passphrase change or a recovery, only the new passphrase opens anything."""
+    now = utcnow()
+    token_repo.revoke_for_citizen(session, citizen_id, now)
+    oauth_repo.revoke_families_for_citizen(session, citizen_id, now)
 
 
 class CitizenAccounts:
@@ -149,7 +158,9 @@ class CitizenAccounts:
         self, session: Session, handle: str, passphrase: str, address: str
     ) -> tuple[Citizen, RootKeys]:
         """The citizen and their root keys, or a uniform failure (see the module docstring)."""
-        citizen = citizen_repo.by_handle(session, handle.strip().lower())
+        wanted = handle.strip().lower()
+        # A handle that cannot exist is never sent to the database (NUL bytes, odd lengths).
+        citizen = citizen_repo.by_handle(session, wanted) if HANDLE_PATTERN.match(wanted) else None
         self._check_not_locked(citizen, address)
         if citizen is None or citizen.root_by_passphrase is None:
             # Spend the same work as a real check so that timing does not reveal the handle exists.
@@ -184,7 +195,7 @@ class CitizenAccounts:
         _, root = self.unlock(session, citizen.handle, current, address)
         citizen.root_by_passphrase = wrap_secret(root.secret, new, self._cost)
         session.add(citizen)
-        token_repo.revoke_for_citizen(session, citizen.id, utcnow())
+        revoke_everything(session, citizen.id)
         self._audit.append(session, citizen.id, "citizen", "passphrase.changed", {})
 
     def recover(
@@ -193,7 +204,8 @@ class CitizenAccounts:
         """Set a new passphrase with the recovery code; returns a fresh recovery code (the old one
         stops working)."""
         check_passphrase(new_passphrase, "new_passphrase")
-        citizen = citizen_repo.by_handle(session, handle.strip().lower())
+        wanted = handle.strip().lower()
+        citizen = citizen_repo.by_handle(session, wanted) if HANDLE_PATTERN.match(wanted) else None
         self._check_not_locked(citizen, address)
         if citizen is None or citizen.root_by_recovery is None:
             self._record_failure(session, None, address)
@@ -210,6 +222,6 @@ class CitizenAccounts:
         )
         citizen.failed_logins, citizen.locked_until = 0, None
         session.add(citizen)
-        token_repo.revoke_for_citizen(session, citizen.id, utcnow())
+        revoke_everything(session, citizen.id)
         self._audit.append(session, citizen.id, "citizen", "account.recovered", {})
         return code

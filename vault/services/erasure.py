@@ -18,6 +18,7 @@ from sqlmodel import Session
 from vault.clock import utcnow
 from vault.errors import NotFound
 from vault.models import ErasureTombstone
+from vault.oauth import repositories as oauth_repo
 from vault.repositories import audit as audit_repo
 from vault.repositories import citizens as citizen_repo
 from vault.repositories import consents as consent_repo
@@ -44,6 +45,7 @@ class Erasure:
         session.add(citizen)
         stream_repo.shred_owner_keys(session, streams)
         token_repo.delete_for_citizen(session, citizen_id)
+        oauth_repo.delete_for_citizen(session, citizen_id)
         session.flush()
         # 2. Then the rows.
         head = audit_repo.head(session, citizen_id)

@@ -48,6 +48,7 @@ class PreparedBatch:
     """A validated, encoded batch, not yet written."""
 
     stream_id: str
+    stream_type: str
     plaintext: ChunkPlaintext
     body_digest: str
 
@@ -96,7 +97,7 @@ class BatchIngest:
         else:
             plaintext = encode_frame(validate_batch(rows, spec, self._max_records))
         digest = hashlib.sha256(canonical_json([stream_id, content_type or ""]) + body).hexdigest()
-        return PreparedBatch(stream_id, plaintext, digest)
+        return PreparedBatch(stream_id, stream_type, plaintext, digest)
 
     def commit(
         self,

@@ -1,0 +1,3 @@
+from clients.examples.mobility_app.app import main
+
+raise SystemExit(main())
