@@ -422,3 +422,114 @@ def test_the_server_ends_expired_consents_on_its_own(tmp_path, database_url: str
             with rt.reading() as s:
                 status = s.get(ConsentRecord, consent["id"]).status
         assert status == "expired"
+
+
+# --- the gate a grantee goes through (what the aggregation service will call) -----------------
+
+
+def _department_read(
+    rt,
+    citizen_id: str,
+    *,
+    department: str = "energy",
+    purpose: str = "energy-planning",
+    epsilon: float = 0.5,
+    statistics: tuple[str, ...] = ("sum",),
+):  # type: ignore[no-untyped-def]
+    from consent.decision import AccessRequest
+    from vault.consent_models import ConsentRecord as Row
+
+    with rt.reading() as s:
+        records = list(
+            s.exec(select(Row).where(Row.department_id == department, Row.status == "given")).all()
+        )
+        request = AccessRequest(
+            recipient_kind="department",
+            recipient_id=department,
+            purpose=purpose,
+            stream_type="energy.consumption",
+            fields=("ts", "kwh"),
+            operation="dp_aggregate",
+            statistics=statistics,
+            group_by=(),
+            epsilon=epsilon,
+            at=utcnow(),
+        )
+        allowed = rt.consents.usable_consents(s, records, request)
+        opener = rt.consents.grant_opener(s, "aggregation", allowed)
+        frames = []
+        for record, _ in allowed:
+            stream = s.exec(
+                select(Stream).where(
+                    Stream.citizen_id == record.citizen_id,
+                    Stream.stream_type == "energy.consumption",
+                )
+            ).first()
+            frames.append(
+                rt.chunks.read(
+                    s, stream, opener, rt.catalogue.get("energy.consumption").polars_schema()
+                )
+            )
+        return [r.citizen_id for r, _ in allowed], frames
+
+
+def test_a_grantee_reads_only_through_verified_allowing_consents(
+    client: TestClient, city: dict[str, str], alice: Citizen, bob: Citizen
+) -> None:
+    rt = client.app.state.vault  # type: ignore[attr-defined]
+    for c in (alice, bob):
+        c.append("energy.consumption", ENERGY)
+    accept(alice, "energy-monthly-totals")
+    accept(bob, "energy-monthly-totals", epsilon_per_period=0.25)
+    who, frames = _department_read(rt, alice.citizen_id)
+    assert who == [alice.citizen_id]  # Bob's own budget (0.25) is below this release's 0.5
+    assert frames[0]["kwh"].to_list() == [r["kwh"] for r in ENERGY]
+    assert _department_read(rt, alice.citizen_id, purpose="research")[0] == []
+    assert _department_read(rt, alice.citizen_id, department="mobility")[0] == []
+    assert _department_read(rt, alice.citizen_id, statistics=("quantile",))[0] == []
+    assert set(_department_read(rt, alice.citizen_id, epsilon=0.2)[0]) == {
+        alice.citizen_id,
+        bob.citizen_id,
+    }
+
+
+@pytest.mark.parametrize("change", list(TAMPERING))
+def test_tampered_terms_keep_their_grants_shut(
+    client: TestClient, city: dict[str, str], alice: Citizen, change: str
+) -> None:
+    rt = client.app.state.vault  # type: ignore[attr-defined]
+    alice.append("energy.consumption", ENERGY)
+    consent = accept(alice, "energy-monthly-totals").json()
+    assert _department_read(rt, alice.citizen_id)[0] == [alice.citizen_id]
+    with Session(rt.engine) as s:
+        terms = json.loads(s.get(ConsentRecord, consent["id"]).terms_json)
+        if change == "purpose widened":
+            terms["purposes"][0]["id"] = "research"
+        elif change == "grouping widened":
+            terms["group_by"] = ["district"]
+        else:
+            TAMPERING[change](terms)
+        s.execute(
+            text("UPDATE consents SET terms_json = :t WHERE id = :id"),
+            {"t": json.dumps(terms), "id": consent["id"]},
+        )
+        s.commit()
+    assert _department_read(rt, alice.citizen_id)[0] == []
+
+
+def test_a_grant_made_for_other_terms_is_never_used(
+    client: TestClient, city: dict[str, str], alice: Citizen
+) -> None:
+    from vault.errors import Forbidden
+
+    rt = client.app.state.vault  # type: ignore[attr-defined]
+    alice.append("energy.consumption", ENERGY)
+    consent = accept(alice, "energy-monthly-totals").json()
+    with Session(rt.engine) as s:
+        s.execute(
+            text("UPDATE key_grants SET terms_sha256 = :d WHERE consent_id = :id"),
+            {"d": "0" * 64, "id": consent["id"]},
+        )
+        s.commit()
+    with pytest.raises(Forbidden):
+        _department_read(rt, alice.citizen_id)

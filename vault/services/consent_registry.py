@@ -66,7 +66,7 @@ from vault.repositories import streams as stream_repo
 from vault.service_keys import ServiceKeys
 from vault.services import key_grants
 from vault.services.audit_log import AuditLog
-from vault.services.chunk_store import owner_key_opener
+from vault.services.chunk_store import KeyOpener, owner_key_opener
 
 ACTIVE = ("given", "renewed")
 FORMATS = ("json", "odrl", "iso27560", "kantara")
@@ -220,6 +220,32 @@ class ConsentRegistry:
         except ConsentTampered as exc:
             return Decision(False, (exc.message,)), None
         return decide(verified, verified.status, request), verified
+
+    def usable_consents(
+        self, session: Session, records: list[ConsentRecord], request: AccessRequest
+    ) -> list[tuple[ConsentRecord, VerifiedTerms]]:
+        """The consents among ``records`` whose verified terms allow ``request`` (the gate every
+        grantee goes through before it opens a single grant)."""
+        allowed = []
+        for record in records:
+            decision, verified = self.decide(session, record, request)
+            if decision.allowed and verified is not None:
+                allowed.append((record, verified))
+        return allowed
+
+    def grant_opener(
+        self,
+        session: Session,
+        grantee: str,
+        allowed: list[tuple[ConsentRecord, VerifiedTerms]],
+    ) -> KeyOpener:
+        """Opens stream keys through ``grantee``'s grants, only for consents that passed
+        :meth:`usable_consents`, and only grants made for exactly the terms that were verified
+        (a grant whose terms digest differs from the verified terms' is never used)."""
+        digests = {record.id: terms_sha256(record) for record, _ in allowed}
+        return key_grants.grant_key_opener(
+            session, grantee, self.grantee_private_key(grantee), digests
+        )
 
     # -- requests ------------------------------------------------------------------------------
 

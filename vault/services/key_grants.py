@@ -140,18 +140,26 @@ def rotate_stream_key(
 
 
 def grant_key_opener(
-    session: Session, grantee: str, private_key: nacl.public.PrivateKey, consent_ids: set[str]
+    session: Session,
+    grantee: str,
+    private_key: nacl.public.PrivateKey,
+    consent_digests: dict[str, str],
 ) -> KeyOpener:
-    """Opens stream keys through grants held by ``grantee`` for one of ``consent_ids`` only."""
+    """Opens stream keys through grants held by ``grantee`` for the given consents only, and only
+    grants made for the terms digest given for each (consent id -> SHA-256 of its signed terms)."""
 
     def _open(key: StreamKey) -> nacl.public.PrivateKey:
-        grants = session.exec(
-            select(KeyGrant).where(
-                KeyGrant.stream_key_id == key.id,
-                KeyGrant.grantee == grantee,
-                col(KeyGrant.consent_id).in_(sorted(consent_ids)),
-            )
-        ).all()
+        grants = [
+            g
+            for g in session.exec(
+                select(KeyGrant).where(
+                    KeyGrant.stream_key_id == key.id,
+                    KeyGrant.grantee == grantee,
+                    col(KeyGrant.consent_id).in_(sorted(consent_digests)),
+                )
+            ).all()
+            if consent_digests.get(g.consent_id) == g.terms_sha256
+        ]
         if not grants:
             raise Forbidden(f"no grant opens stream key {key.id} for {grantee}")
         try:
