@@ -2,9 +2,10 @@
 
 Two plaintext formats, named in each chunk's associated data:
 
-* ``arrow-ipc``: a polars frame as an Arrow IPC stream (uncompressed). Columnar, and decoded almost
-  without copying: measured here, 100 chunks of 10,000 records decode in about a quarter of the time
-  the same chunks take as Parquet (zstd), at 16 bytes a record instead of 6.
+* ``arrow-ipc``: a polars frame as an Arrow IPC file, LZ4-compressed. Columnar and cheap to decode:
+  measured here on 1,000,000 demo readings in 100 chunks, LZ4 shrinks 16 MB to 4.7 MB, which
+  cuts the database read and the decryption by two thirds for a little more decoding; Parquet
+  (zstd) is smaller still but decodes three times slower.
 * ``json-rows``: a few records as canonical JSON rows (timestamps as microseconds since 1970, UTC),
   for small writes, where building a frame would cost more than everything else. Compaction turns
   these into ``arrow-ipc``.
@@ -41,7 +42,7 @@ class ChunkPlaintext:
 
 def encode_frame(frame: pl.DataFrame) -> ChunkPlaintext:
     buffer = io.BytesIO()
-    frame.write_ipc(buffer, compression="uncompressed")
+    frame.write_ipc(buffer, compression="lz4")
     return ChunkPlaintext(ARROW_IPC, buffer.getvalue(), frame.height)
 
 

@@ -7,6 +7,7 @@ here, small and boring, and covered by the same tests as everything else (SQLite
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -204,3 +205,32 @@ def token_by_digest(session: Session, digest: str) -> TokenRow | None:
         expires_at=expires,
         revoked=row[9] is not None,
     )
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """What reading a chunk needs (plain tuple-backed; no ORM object per megabyte of blob)."""
+
+    id: str
+    stream_id: str
+    seq: int
+    stream_key_id: str
+    schema_version: int
+    format: str
+    record_count: int
+    ciphertext: bytes
+    sealed_key: bytes
+
+
+_CHUNKS_SQL = (
+    "SELECT id, stream_id, seq, stream_key_id, schema_version, format, record_count, ciphertext, "
+    "sealed_key FROM chunks WHERE stream_id = :stream ORDER BY seq"
+)
+
+
+def stored_chunks(session: Session, stream_id: str) -> Iterator[StoredChunk]:
+    """Every chunk of a stream in sequence order, as the rows arrive (the read path's one query;
+    the caller can decrypt one chunk while the database reads the next)."""
+    result = session.connection().execute(text(_CHUNKS_SQL), {"stream": stream_id})
+    for r in result:
+        yield StoredChunk(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]))

@@ -11,7 +11,7 @@ returned in part.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,9 +32,7 @@ from vault.errors import IntegrityFailure, NotFound
 from vault.models import Chunk, Stream, StreamKey
 from vault.repositories import streams as stream_repo
 from vault.repositories import write_path
-
-#: Below this many chunks, decrypting in the calling thread is faster than handing work to a pool.
-_PARALLEL_FROM = 4
+from vault.repositories.write_path import StoredChunk
 
 KeyOpener = Callable[[StreamKey], nacl.public.PrivateKey]
 
@@ -103,31 +101,32 @@ class ChunkStore:
         stream: Stream,
         open_key: KeyOpener,
         schema: pl.Schema,
-        chunks: Sequence[Chunk] | None = None,
+        chunks: Sequence[Chunk | StoredChunk] | None = None,
         columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Decrypt and decode chunks (all of the stream's by default), in sequence order."""
-        rows = (
-            list(chunks)
-            if chunks is not None
-            else list(stream_repo.chunks_of_stream(session, stream.id))
+        """Decrypt and decode chunks (all of the stream's by default), in sequence order.
+
+        Chunks are decrypted and decoded on a small thread pool while the next rows are read
+        (libsodium, SQLite and polars all release the GIL)."""
+        rows: Iterable[Chunk | StoredChunk] = (
+            chunks if chunks is not None else write_path.stored_chunks(session, stream.id)
         )
         keys: dict[str, nacl.public.PrivateKey] = {}
-        for row in rows:
+
+        def _key(row: Chunk | StoredChunk) -> nacl.public.PrivateKey:
             if row.stream_key_id not in keys:
                 key = stream_repo.key(session, row.stream_key_id)
                 if key is None or key.stream_id != stream.id:
                     raise IntegrityFailure(f"chunk {row.id} names a key that is not its stream's")
                 keys[row.stream_key_id] = open_key(key)
+            return keys[row.stream_key_id]
 
-        def _one(row: Chunk) -> pl.DataFrame:
+        def _one(row: Chunk | StoredChunk, key: nacl.public.PrivateKey) -> pl.DataFrame:
             ad = associated_data(
                 stream.citizen_id, row.stream_id, row.seq, row.schema_version, row.format
             )
             try:
-                plain = decrypt_chunk(
-                    keys[row.stream_key_id], EncryptedChunk(row.ciphertext, row.sealed_key), ad
-                )
+                plain = decrypt_chunk(key, EncryptedChunk(row.ciphertext, row.sealed_key), ad)
             except ChunkIntegrityError as exc:
                 raise IntegrityFailure(
                     f"chunk {row.id} of stream {stream.id} failed its integrity check; "
@@ -136,11 +135,9 @@ class ChunkStore:
                 ) from exc
             return decode(plain, row.format, schema, columns)
 
-        if len(rows) >= _PARALLEL_FROM and self._workers > 1:
-            with ThreadPoolExecutor(max_workers=self._workers) as pool:
-                frames = list(pool.map(_one, rows))
-        else:
-            frames = [_one(row) for row in rows]
+        with ThreadPoolExecutor(max_workers=self._workers) as pool:
+            pending = [pool.submit(_one, row, _key(row)) for row in rows]
+            frames = [f.result() for f in pending]
         if not frames:
             return pl.DataFrame(schema=schema).select(list(columns) if columns else schema.names())
         return pl.concat(frames, how="vertical_relaxed", rechunk=False)
