@@ -360,6 +360,9 @@ def test_export_carries_signed_consents_and_import_keeps_them_in_force(
         rt2 = second.app.state.vault  # type: ignore[attr-defined]
         with rt2.unit_of_work() as s:
             rt2.departments.ensure(s, "energy", "Energy Department")
+            # Consents come over through this vault's own request flow: the request must be open here.
+            energy = next(r for r in shipped_requests(utcnow()) if r.department == "energy")
+            rt2.departments.publish(s, "energy", energy, utcnow())
         moved = register(second, "alice.moved")
         r = second.post(
             "/v1/me/import",
@@ -533,3 +536,79 @@ def test_a_grant_made_for_other_terms_is_never_used(
         s.commit()
     with pytest.raises(Forbidden):
         _department_read(rt, alice.citizen_id)
+
+
+def test_a_forged_bundle_cannot_plant_wider_consents(
+    client: TestClient, city: dict[str, str], alice: Citizen, bob: Citizen
+) -> None:
+    """Someone else's bundle verifies (it is signed by the key it names), but its consents only
+    come through this vault's request flow: wider terms, or terms answering no request, stay out."""
+    import nacl.signing
+
+    from consent.signing import give
+    from consent.terms import ConsentTerms
+    from vault.bundle import BundleWriter, b64
+
+    forger = nacl.signing.SigningKey.generate()
+    now = utcnow()
+    request = next(r for r in shipped_requests(now) if r.id == "energy-monthly-totals")
+    wide = request.terms_for("forged-subject", now).model_dump(by_alias=True)
+    wide["dp_limits"]["epsilon_per_period"] = 50.0
+    no_request = dict(wide, id="f" * 32, based_on=None)
+    writer = BundleWriter(
+        manifest={
+            "created_at": now.isoformat(),
+            "citizen": {
+                "id": "forged-subject",
+                "box_public": b64(b"\0" * 32),
+                "verify_key": b64(bytes(forger.verify_key)),
+            },
+            "vault": {"audit_verify_key": b64(bytes(forger.verify_key))},
+            "streams": [],
+            "consents": [],
+        }
+    )
+    for i, data in enumerate([wide, no_request]):
+        signed, event = give(ConsentTerms.model_validate(data), forger, now)
+        doc = {
+            "consent_id": f"c{i}",
+            "signed_terms": signed.model_dump(mode="json", by_alias=True),
+            "events": [event.model_dump(mode="json", by_alias=True)],
+            "status": "given",
+        }
+        writer.add(f"consents/c{i}.json", json.dumps(doc).encode())
+        writer.manifest["consents"].append(
+            {"id": f"c{i}", "file": f"consents/c{i}.json", "status": "given"}
+        )
+    bob.append("energy.consumption", ENERGY)
+    r = client.post(
+        "/v1/me/import",
+        content=writer.build(forger),
+        headers={**bob.auth, "content-type": "application/zip"},
+    )
+    assert r.status_code == 201, r.text
+    assert [c["carried"] for c in r.json()["consents"]] == [False, False]
+    assert client.get("/v1/me/consents", headers=bob.auth).json()["consents"] == []
+    rt = client.app.state.vault  # type: ignore[attr-defined]
+    with rt.reading() as s:
+        assert s.exec(select(KeyGrant)).all() == []
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(client: TestClient, alice: Citizen) -> None:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("manifest.json", "{}")
+        z.writestr("data/big.csv", b"0" * (300 * 1024 * 1024))
+    r = client.post(
+        "/v1/me/import",
+        content=out.getvalue(),
+        headers={**alice.auth, "content-type": "application/zip"},
+    )
+    assert (
+        r.status_code == 422
+        and "implausible" in str(r.json()["details"])
+        or "MiB" in str(r.json()["details"])
+    )

@@ -39,7 +39,10 @@ from vault.audit_chain import ChainEntry, SignedHead, verify_chain
 BUNDLE_FORMAT = "civic-vault-bundle"
 BUNDLE_VERSION = 1
 MAX_BUNDLE_FILES = 10_000
-MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
+#: Limits that keep a small upload from unpacking into gigabytes (a "zip bomb").
+MAX_UNCOMPRESSED_BYTES = 512 * 1024**2
+MAX_FILE_BYTES = 256 * 1024**2
+MAX_COMPRESSION_RATIO = 200
 
 README_TEXT = """Civic Vault export
 ==================
@@ -140,7 +143,12 @@ def read_bundle(data: bytes) -> tuple[OpenedBundle | None, list[str]]:
         if len(infos) > MAX_BUNDLE_FILES:
             return None, [f"the bundle has more than {MAX_BUNDLE_FILES} files"]
         if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED_BYTES:
-            return None, ["the bundle unpacks to more than 4 GiB"]
+            return None, [f"the bundle unpacks to more than {MAX_UNCOMPRESSED_BYTES >> 20} MiB"]
+        for info in infos:
+            too_big = info.file_size > MAX_FILE_BYTES
+            ratio = info.file_size / max(info.compress_size, 1)
+            if too_big or (info.file_size > 1024**2 and ratio > MAX_COMPRESSION_RATIO):
+                return None, [f"{info.filename} unpacks to an implausible size; not read"]
         files: dict[str, bytes] = {}
         try:
             for info in infos:

@@ -11,18 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from vault.db_types import UTCDateTime
-
-
-def _dt(nullable: bool = False, index: bool = False) -> Column[datetime]:
-    return Column(UTCDateTime(), nullable=nullable, index=index)
-
-
-def _blob(nullable: bool = False) -> Column[bytes]:
-    return Column(LargeBinary(), nullable=nullable)
+from vault.db_types import blob_column, utc_column
 
 
 class Department(SQLModel, table=True):
@@ -32,7 +24,7 @@ class Department(SQLModel, table=True):
     name: str = Field(max_length=200)
     name_es: str = Field(default="", max_length=200)
     contact_email: str = Field(default="", max_length=200)
-    created_at: datetime = Field(sa_column=_dt())
+    created_at: datetime = Field(sa_column=utc_column())
 
 
 class DataRequestRow(SQLModel, table=True):
@@ -45,8 +37,8 @@ class DataRequestRow(SQLModel, table=True):
     title: str = Field(max_length=300)
     request_json: str
     status: str = Field(default="open", max_length=16)  # open | closed
-    created_at: datetime = Field(sa_column=_dt())
-    closes_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    closes_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class RequestDecline(SQLModel, table=True):
@@ -54,7 +46,7 @@ class RequestDecline(SQLModel, table=True):
 
     citizen_id: str = Field(primary_key=True, max_length=32)
     request_id: str = Field(primary_key=True, max_length=32)
-    declined_at: datetime = Field(sa_column=_dt())
+    declined_at: datetime = Field(sa_column=utc_column())
 
 
 class ConsentRecord(SQLModel, table=True):
@@ -71,11 +63,11 @@ class ConsentRecord(SQLModel, table=True):
     client_id: str | None = Field(default=None, index=True, max_length=64)
     request_id: str | None = Field(default=None, index=True, max_length=32)
     terms_json: str
-    signature: bytes = Field(sa_column=_blob())
-    signing_key: bytes = Field(sa_column=_blob())
+    signature: bytes = Field(sa_column=blob_column())
+    signing_key: bytes = Field(sa_column=blob_column())
     status: str = Field(default="given", max_length=16)  # given | withdrawn | expired | superseded
-    not_after: datetime = Field(sa_column=_dt(index=True))
-    created_at: datetime = Field(sa_column=_dt())
+    not_after: datetime = Field(sa_column=utc_column(index=True))
+    created_at: datetime = Field(sa_column=utc_column())
 
 
 class ConsentEventRow(SQLModel, table=True):
@@ -86,9 +78,9 @@ class ConsentEventRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     consent_id: str = Field(index=True, foreign_key="consents.id", max_length=32)
     kind: str = Field(max_length=16)
-    at: datetime = Field(sa_column=_dt())
+    at: datetime = Field(sa_column=utc_column())
     event_json: str
-    signature: bytes | None = Field(default=None, sa_column=_blob(nullable=True))
+    signature: bytes | None = Field(default=None, sa_column=blob_column(nullable=True))
 
 
 class KeyGrant(SQLModel, table=True):
@@ -101,6 +93,6 @@ class KeyGrant(SQLModel, table=True):
     stream_id: str = Field(index=True, foreign_key="streams.id", max_length=32)
     stream_key_id: str = Field(foreign_key="stream_keys.id", max_length=32)
     grantee: str = Field(index=True, max_length=32)  # "aggregation" | "app-access"
-    sealed_key: bytes = Field(sa_column=_blob())
+    sealed_key: bytes = Field(sa_column=blob_column())
     terms_sha256: str = Field(max_length=64)
-    created_at: datetime = Field(sa_column=_dt())
+    created_at: datetime = Field(sa_column=utc_column())

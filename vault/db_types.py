@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Column, LargeBinary
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -29,3 +30,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def utc_column(nullable: bool = False, index: bool = False) -> Column[datetime]:
+    """A column for an aware UTC time (a new Column each call: SQLAlchemy binds it to one table)."""
+    return Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+def blob_column(nullable: bool = False) -> Column[bytes]:
+    return Column(LargeBinary(), nullable=nullable)

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from vault.db_types import UTCDateTime
-
-
-def _dt(nullable: bool = False, index: bool = False) -> Column[datetime]:
-    return Column(UTCDateTime(), nullable=nullable, index=index)
-
-
-def _blob(nullable: bool = False) -> Column[bytes]:
-    return Column(LargeBinary(), nullable=nullable)
+from vault.db_types import blob_column, utc_column
 
 
 class Citizen(SQLModel, table=True):
@@ -27,14 +19,14 @@ class Citizen(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)
     handle: str = Field(index=True, unique=True, max_length=64)
-    box_public: bytes = Field(sa_column=_blob())
-    verify_key: bytes = Field(sa_column=_blob())
+    box_public: bytes = Field(sa_column=blob_column())
+    verify_key: bytes = Field(sa_column=blob_column())
     # The root secret, wrapped; nulled first on erasure (crypto-shredding).
-    root_by_passphrase: bytes | None = Field(default=None, sa_column=_blob(nullable=True))
-    root_by_recovery: bytes | None = Field(default=None, sa_column=_blob(nullable=True))
-    created_at: datetime = Field(sa_column=_dt())
+    root_by_passphrase: bytes | None = Field(default=None, sa_column=blob_column(nullable=True))
+    root_by_recovery: bytes | None = Field(default=None, sa_column=blob_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
     failed_logins: int = 0
-    locked_until: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    locked_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class AccessToken(SQLModel, table=True):
@@ -51,11 +43,11 @@ class AccessToken(SQLModel, table=True):
     scope: str = ""
     audience: str = Field(max_length=64)
     authorization_details: str = "[]"
-    session_key: bytes | None = Field(default=None, sa_column=_blob(nullable=True))
+    session_key: bytes | None = Field(default=None, sa_column=blob_column(nullable=True))
     family_id: str | None = Field(default=None, index=True, max_length=32)
-    created_at: datetime = Field(sa_column=_dt())
-    expires_at: datetime = Field(sa_column=_dt(index=True))
-    revoked_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column(index=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class Stream(SQLModel, table=True):
@@ -68,7 +60,7 @@ class Stream(SQLModel, table=True):
     label: str = Field(default="", max_length=200)
     current_key_id: str = Field(max_length=32)
     next_seq: int = 0
-    created_at: datetime = Field(sa_column=_dt())
+    created_at: datetime = Field(sa_column=utc_column())
 
 
 class StreamKey(SQLModel, table=True):
@@ -80,10 +72,10 @@ class StreamKey(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     stream_id: str = Field(index=True, foreign_key="streams.id", max_length=32)
     generation: int
-    public_key: bytes = Field(sa_column=_blob())
-    sealed_to_owner: bytes | None = Field(default=None, sa_column=_blob(nullable=True))
-    created_at: datetime = Field(sa_column=_dt())
-    retired_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    public_key: bytes = Field(sa_column=blob_column())
+    sealed_to_owner: bytes | None = Field(default=None, sa_column=blob_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    retired_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class Chunk(SQLModel, table=True):
@@ -99,9 +91,9 @@ class Chunk(SQLModel, table=True):
     schema_version: int
     format: str = Field(max_length=16)
     record_count: int
-    ciphertext: bytes = Field(sa_column=_blob())
-    sealed_key: bytes = Field(sa_column=_blob())
-    created_at: datetime = Field(sa_column=_dt())
+    ciphertext: bytes = Field(sa_column=blob_column())
+    sealed_key: bytes = Field(sa_column=blob_column())
+    created_at: datetime = Field(sa_column=utc_column())
 
 
 class IdempotentBatch(SQLModel, table=True):
@@ -114,7 +106,7 @@ class IdempotentBatch(SQLModel, table=True):
     stream_id: str = Field(max_length=32)
     body_digest: str = Field(max_length=64)
     response: str
-    created_at: datetime = Field(sa_column=_dt())
+    created_at: datetime = Field(sa_column=utc_column())
 
 
 class AuditEntry(SQLModel, table=True):
@@ -142,7 +134,7 @@ class AuditHead(SQLModel, table=True):
     citizen_id: str = Field(primary_key=True, max_length=32)
     seq: int
     entry_hash: str = Field(max_length=64)
-    signature: bytes = Field(sa_column=_blob())
+    signature: bytes = Field(sa_column=blob_column())
 
 
 class ErasureTombstone(SQLModel, table=True):
@@ -151,6 +143,6 @@ class ErasureTombstone(SQLModel, table=True):
     __tablename__ = "erasure_tombstones"
 
     id: str = Field(primary_key=True, max_length=32)
-    erased_at: datetime = Field(sa_column=_dt())
+    erased_at: datetime = Field(sa_column=utc_column())
     audit_entries: int
     audit_head_hash: str = Field(max_length=64)

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vault.services.streams import StreamSummary
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -76,19 +78,8 @@ class StreamIn(_In):
     label: str = Field(default="", max_length=200)
 
 
-class StreamPublic(BaseModel):
-    id: str
-    stream_type: str
-    schema_version: int
-    label: str
-    created_at: datetime
-    chunk_count: int
-    record_count: int
-    key_generation: int
-
-
 class StreamList(BaseModel):
-    streams: list[StreamPublic]
+    streams: list[StreamSummary]
 
 
 class IngestOut(BaseModel):

@@ -17,7 +17,6 @@ from vault.api.schemas import (
     RecordsPagePublic,
     StreamIn,
     StreamList,
-    StreamPublic,
 )
 from vault.errors import NotFound
 from vault.oauth.enforcement import require_authorization_details, visible_stream_types
@@ -36,21 +35,17 @@ _BATCH_BODY = {
 }
 
 
-def _public(summary: StreamSummary) -> StreamPublic:
-    return StreamPublic(**summary.__dict__)
-
-
-@router.post("/v1/me/streams", status_code=201, response_model=StreamPublic)
+@router.post("/v1/me/streams", status_code=201, response_model=StreamSummary)
 def create_stream(
     body: StreamIn, rt: Runtime, principal: Annotated[Principal, Depends(require("vault:append"))]
-) -> StreamPublic:
+) -> StreamSummary:
     citizen_id = stream_citizen_id(principal)
     require_authorization_details(principal, body.stream_type, "append")
     with rt.unit_of_work() as session:
         summary = rt.streams.create(
             session, citizen_id, body.stream_type, body.label, principal.actor, principal.root_keys
         )
-    return _public(summary)
+    return summary
 
 
 @router.get("/v1/me/streams", response_model=StreamList)
@@ -61,22 +56,20 @@ def list_streams(
     visible = visible_stream_types(principal)
     with rt.reading() as session:
         summaries = rt.streams.list(session, citizen_id)
-    return StreamList(
-        streams=[_public(s) for s in summaries if visible is None or s.stream_type in visible]
-    )
+    return StreamList(streams=[s for s in summaries if visible is None or s.stream_type in visible])
 
 
-@router.get("/v1/me/streams/{stream_id}", response_model=StreamPublic)
+@router.get("/v1/me/streams/{stream_id}", response_model=StreamSummary)
 def get_stream(
     stream_id: str, rt: Runtime, principal: Annotated[Principal, Depends(require("vault:read"))]
-) -> StreamPublic:
+) -> StreamSummary:
     citizen_id = stream_citizen_id(principal)
     with rt.reading() as session:
         stream = rt.streams.get_owned(session, citizen_id, stream_id)
         visible = visible_stream_types(principal)
         if visible is not None and stream.stream_type not in visible:
             raise NotFound(f"no stream {stream_id!r} in your vault")
-        return _public(rt.streams.summary(session, stream))
+        return rt.streams.summary(session, stream)
 
 
 @router.post(

@@ -11,18 +11,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, LargeBinary
 from sqlmodel import Field, SQLModel
 
-from vault.db_types import UTCDateTime
-
-
-def _dt(nullable: bool = False, index: bool = False) -> Column[datetime]:
-    return Column(UTCDateTime(), nullable=nullable, index=index)
-
-
-def _blob(nullable: bool = False) -> Column[bytes]:
-    return Column(LargeBinary(), nullable=nullable)
+from vault.db_types import blob_column, utc_column
 
 
 class OAuthClient(SQLModel, table=True):
@@ -47,9 +38,9 @@ class OAuthClient(SQLModel, table=True):
     redirect_uris: str = "[]"
     grant_types: str = ""
     scope: str = ""
-    created_at: datetime = Field(sa_column=_dt())
-    secret_rotated_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
-    disabled_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    secret_rotated_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    disabled_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class OAuthAuthorization(SQLModel, table=True):
@@ -71,10 +62,10 @@ class OAuthAuthorization(SQLModel, table=True):
     scope: str = ""
     audience: str = Field(max_length=64)
     authorization_details: str = "[]"
-    created_at: datetime = Field(sa_column=_dt())
-    last_issued_at: datetime = Field(sa_column=_dt())
-    expires_at: datetime = Field(sa_column=_dt(index=True))
-    revoked_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    last_issued_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column(index=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class OAuthAuthorizationCode(SQLModel, table=True):
@@ -97,10 +88,10 @@ class OAuthAuthorizationCode(SQLModel, table=True):
     department_id: str | None = Field(default=None, max_length=64)
     code_challenge: str | None = Field(default=None, max_length=128)
     code_challenge_method: str | None = Field(default=None, max_length=8)
-    root_wrapped: bytes | None = Field(default=None, sa_column=_blob(nullable=True))
-    created_at: datetime = Field(sa_column=_dt())
-    expires_at: datetime = Field(sa_column=_dt(index=True))
-    used_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    root_wrapped: bytes | None = Field(default=None, sa_column=blob_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column(index=True))
+    used_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class OAuthRefreshToken(SQLModel, table=True):
@@ -113,11 +104,11 @@ class OAuthRefreshToken(SQLModel, table=True):
     digest: str = Field(primary_key=True, max_length=64)
     family_id: str = Field(index=True, max_length=32)
     client_id: str = Field(max_length=64)
-    session_key: bytes | None = Field(default=None, sa_column=_blob(nullable=True))
-    created_at: datetime = Field(sa_column=_dt())
-    expires_at: datetime = Field(sa_column=_dt(index=True))
-    used_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
-    revoked_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    session_key: bytes | None = Field(default=None, sa_column=blob_column(nullable=True))
+    created_at: datetime = Field(sa_column=utc_column())
+    expires_at: datetime = Field(sa_column=utc_column(index=True))
+    used_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class StaffAccount(SQLModel, table=True):
@@ -131,10 +122,10 @@ class StaffAccount(SQLModel, table=True):
     password_hash: str = Field(max_length=256)
     department_id: str = Field(index=True, max_length=64)
     role: str = Field(max_length=16)
-    created_at: datetime = Field(sa_column=_dt())
+    created_at: datetime = Field(sa_column=utc_column())
     failed_logins: int = 0
-    locked_until: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
-    disabled_at: datetime | None = Field(default=None, sa_column=_dt(nullable=True))
+    locked_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    disabled_at: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
 
 
 class OAuthFormNonce(SQLModel, table=True):
@@ -143,4 +134,4 @@ class OAuthFormNonce(SQLModel, table=True):
     __tablename__ = "oauth_form_nonces"
 
     nonce: str = Field(primary_key=True, max_length=32)
-    expires_at: datetime = Field(sa_column=_dt(index=True))
+    expires_at: datetime = Field(sa_column=utc_column(index=True))

@@ -100,10 +100,14 @@ def active_consents_of_client(
 
 
 def due_to_expire(session: Session, now: datetime) -> Sequence[ConsentRecord]:
+    """Consents whose time is up, locked (PostgreSQL) so a withdrawal at the same moment waits;
+    rows another transaction holds are left for the next sweep."""
     return session.exec(
-        select(ConsentRecord).where(
+        select(ConsentRecord)
+        .where(
             col(ConsentRecord.status).in_(["given", "renewed"]), col(ConsentRecord.not_after) <= now
         )
+        .with_for_update(skip_locked=True)
     ).all()
 
 

@@ -97,13 +97,14 @@ class CitizenAccounts:
         self._free_failures = free_failures
         self._max_lockout = max_lockout_seconds
         self._throttle = throttle
-        self._dummy: bytes | None = None
+        self._dummies: dict[KdfCost, bytes] = {}
 
-    def _dummy_blob(self) -> bytes:
+    def _dummy_blob(self, cost: KdfCost | None = None) -> bytes:
         """A wrapped blob checked for unknown handles, so their check costs the same as a real one."""
-        if self._dummy is None:
-            self._dummy = wrap_secret(b"\0" * 64, uuid.uuid4().hex, self._cost)
-        return self._dummy
+        cost = cost or self._cost
+        if cost not in self._dummies:
+            self._dummies[cost] = wrap_secret(b"\0" * 64, uuid.uuid4().hex, cost)
+        return self._dummies[cost]
 
     def register(
         self, session: Session, handle: str, passphrase: str, *, cost: KdfCost | None = None
@@ -208,6 +209,9 @@ class CitizenAccounts:
         citizen = citizen_repo.by_handle(session, wanted) if HANDLE_PATTERN.match(wanted) else None
         self._check_not_locked(citizen, address)
         if citizen is None or citizen.root_by_recovery is None:
+            # The same work as a real check, so that timing does not reveal the handle exists.
+            with contextlib.suppress(WrongPassphrase):
+                unwrap_secret(self._dummy_blob(_RECOVERY_COST), recovery_code)
             self._record_failure(session, None, address)
             raise AuthenticationFailed("the handle or the recovery code is not right")
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -12,16 +11,16 @@ from typing import Any
 from sqlmodel import Session
 
 from consent.canonical import canonical_json
-from consent.errors import SignatureInvalid
+from consent.errors import ConsentError, SignatureInvalid
 from consent.signing import SignedEvent, SignedTerms, verify_signed_terms
-from consent.terms import ConsentTerms
+from consent.terms import ConsentTerms, Narrowing
 from vault.batch_parsing import parse_batch
 from vault.batch_validation import validate_batch
 from vault.bundle import BundleWriter, b64, sha256_hex, unb64, verify_bundle
 from vault.catalogue import Catalogue
 from vault.clock import iso, utcnow
 from vault.crypto.root_keys import RootKeys
-from vault.errors import BundleInvalid, NotFound
+from vault.errors import BundleInvalid, DomainError, NotFound
 from vault.repositories import citizens as citizen_repo
 from vault.repositories import streams as stream_repo
 from vault.services.audit_log import AuditLog
@@ -29,6 +28,9 @@ from vault.services.chunk_store import ChunkStore
 from vault.services.consent_registry import ConsentRegistry
 from vault.services.reading import OwnRecords
 from vault.services.streams import StreamRegistry
+
+#: An imported stream may hold this many times the per-batch limit (records).
+IMPORT_BATCHES_PER_STREAM = 10
 
 #: Imported streams are written in chunks of at most this many records.
 IMPORT_CHUNK_RECORDS = 100_000
@@ -60,6 +62,8 @@ class Portability:
         self._audit = audit
         self._consents = consents
         self._max_records = max_records
+        # A bundle may hold more than one upload, but never more than this per stream.
+        self._max_import_records = max_records * IMPORT_BATCHES_PER_STREAM
 
     def export(self, session: Session, citizen_id: str, root: RootKeys) -> bytes:
         citizen = citizen_repo.by_id(session, citizen_id)
@@ -144,9 +148,7 @@ class Portability:
                 count = 0
                 if int(entry["records"]) > 0:
                     frame = validate_batch(
-                        parse_batch(csv_bytes, "text/csv", spec),
-                        spec,
-                        max(self._max_records, int(entry["records"])),
+                        parse_batch(csv_bytes, "text/csv", spec), spec, self._max_import_records
                     )
                     for start in range(0, frame.height, IMPORT_CHUNK_RECORDS):
                         self._chunks.write(
@@ -185,8 +187,12 @@ class Portability:
         manifest: dict[str, Any],
         archive: zipfile.ZipFile,
     ) -> list[dict[str, object]]:
-        """Consents still in force in the bundle stay in force here: the same terms, with this
-        vault's subject id, signed again by the citizen (who is signed in and importing)."""
+        """Consents still in force in the bundle stay in force here, but only through this
+        vault's own request flow: a consent is carried over only if it answered a request that is
+        open here, and it is accepted again with the same limits (which may only narrow that
+        request). A bundle made by someone else can therefore never create terms wider than what a
+        department here asks every citizen for, nor terms for a request the city did not publish.
+        """
         old_key = unb64(manifest["citizen"]["verify_key"])
         now = utcnow()
         carried: list[dict[str, object]] = []
@@ -194,21 +200,36 @@ class Portability:
             document = json.loads(archive.read(entry["file"]))
             signed = SignedTerms.model_validate(document["signed_terms"])
             events = [SignedEvent.model_validate(e) for e in document["events"]]
+            outcome: dict[str, object] = {"terms": signed.terms.id, "carried": False}
+            carried.append(outcome)
             try:
-                verified = verify_signed_terms(signed, old_key, now, events)
+                terms = verify_signed_terms(signed, old_key, now, events).terms
             except SignatureInvalid as exc:
-                carried.append({"terms": signed.terms.id, "carried": False, "reason": exc.reason})
+                outcome["reason"] = exc.reason
                 continue
-            recipients = [r for r in verified.terms.recipients if r.kind == "department"]
-            if not all(self._consents.department_exists(session, r.id) for r in recipients):
-                carried.append(
-                    {"terms": signed.terms.id, "carried": False, "reason": "unknown department"}
+            if terms.subject != manifest["citizen"]["id"] or terms.based_on is None:
+                outcome["reason"] = "not an answer to a department request"
+                continue
+            try:
+                view = self._consents.accept(
+                    session, citizen_id, root, terms.based_on.id, same_limits(terms), now
                 )
+            except (DomainError, ConsentError) as exc:
+                outcome["reason"] = str(getattr(exc, "message", exc))
                 continue
-            data = verified.terms.model_dump(by_alias=True)
-            data.update(id=uuid.uuid4().hex, version=1, supersedes=None, subject=citizen_id)
-            record = self._consents.give_terms(
-                session, citizen_id, root, ConsentTerms.model_validate(data), now
-            )
-            carried.append({"terms": signed.terms.id, "carried": True, "consent_id": record.id})
+            outcome.update(carried=True, consent_id=view.id)
         return carried
+
+
+def same_limits(terms: ConsentTerms) -> Narrowing:
+    """The limits of ``terms`` as a narrowing of the request they answered."""
+    limits = terms.dp_limits
+    return Narrowing(
+        epsilon_per_period=limits.epsilon_per_period if limits else None,
+        min_group_size=limits.min_group_size if limits else None,
+        max_releases_per_period=limits.max_releases_per_period if limits else None,
+        not_after=terms.validity.not_after,
+        data_categories=terms.data_categories,
+        statistics=terms.statistics,
+        group_by=terms.group_by,
+    )
