@@ -40,7 +40,11 @@ def grant_stream(
     grantee: str,
     grantee_public_key: bytes,
 ) -> int:
-    """Seal every key generation of ``stream`` to the grantee; returns how many grants were made."""
+    """Seal every key generation of ``stream`` to the grantee; returns how many grants were made.
+
+    The stream row is locked first (PostgreSQL), so a key rotation cannot slip in between reading
+    the generations and writing the grants."""
+    stream_repo.owned(session, stream.citizen_id, stream.id, for_update=True)
     made = 0
     for key in stream_repo.keys_of_stream(session, stream.id):
         private = open_owner_key(key)
