@@ -85,6 +85,16 @@ _PURPOSE_DATA = (
         "support scientific research about life in the city",
         "apoyar la investigación científica sobre la vida en la ciudad",
     ),
+    (
+        # What a third-party app a citizen connected does for that citizen (OAuth consents).
+        "personal-service",
+        "dpv:ServiceProvision",
+        "eu-gdpr:A6-1-a",
+        "A service you chose",
+        "Un servicio que elegiste",
+        "provide the service of an app you connected",
+        "darte el servicio de una aplicación que conectaste",
+    ),
 )
 
 LEGAL_BASES: dict[str, str] = {

@@ -21,7 +21,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    def on_app_disconnected(self, session: Session, citizen_id: str, client_id: str) -> None:
+    def on_app_disconnected(
+        self, session: Session, citizen_id: str, client_id: str, root_keys: object
+    ) -> None:
         self.calls.append((citizen_id, client_id))
 
 

@@ -59,7 +59,17 @@ def test_third_party_app_appends_trips_through_the_full_flow(oauth: Harness) -> 
     assert tok["token_type"] == "Bearer"
     assert tok["expires_in"] <= 600
     assert tok["scope"] == "vault:append"
-    assert tok["authorization_details"] == [{**TRIP_DETAILS[0], "consent_id": None}]
+    (approved,) = tok["authorization_details"]
+    assert {k: v for k, v in approved.items() if k != "consent_id"} == TRIP_DETAILS[0]
+    # Approving signed consent terms for this app, which the citizen sees among their consents.
+    consents = oauth.http.get("/v1/me/consents", headers=alice.auth).json()["consents"]
+    assert [c["id"] for c in consents] == [approved["consent_id"]]
+    assert consents[0]["client_id"] == app.client_id and consents[0]["verified"]
+    assert consents[0]["terms"]["processing"] == {
+        "mode": "raw",
+        "app": app.client_id,
+        "append": True,
+    }
     assert tok["access_token"].startswith("cv_") and tok["refresh_token"].startswith("cv_")
 
     stream = oauth.http.post(

@@ -17,7 +17,6 @@ from vault.errors import Forbidden
 from vault.oauth import consent_screen, rar
 from vault.oauth.clients import ClientView
 from vault.oauth.enforcement import (
-    READ_NEEDS_GRANT,
     deny_apps,
     require_authorization_details,
     visible_stream_types,
@@ -132,11 +131,9 @@ def test_helper_refuses_another_action() -> None:
         require_authorization_details(_app_principal([_detail()]), "mobility.trip", "read")
 
 
-def test_helper_refuses_reading_until_grants_exist() -> None:
+def test_helper_lets_a_covered_read_through_to_the_grant_gate() -> None:
     principal = _app_principal([_detail(actions=["read", "append"])])
-    with pytest.raises(Forbidden) as caught:
-        require_authorization_details(principal, "mobility.trip", "read")
-    assert caught.value.message == READ_NEEDS_GRANT
+    require_authorization_details(principal, "mobility.trip", "read")
 
 
 def test_helper_refuses_after_validity_ends() -> None:
@@ -192,7 +189,7 @@ def test_token_for_one_stream_is_refused_on_another(oauth: Harness) -> None:
     assert refused.status_code == 403, refused.text
 
 
-def test_app_token_cannot_read_records_or_export(oauth: Harness) -> None:
+def test_app_token_reads_only_consented_records_and_never_exports(oauth: Harness) -> None:
     alice = oauth.citizen("alice")
     alice.append(
         "mobility.trip", [{"ts": "2026-03-01T08:00:00Z", "mode": "bus", "km": 4.0, "minutes": 20}]
@@ -202,7 +199,8 @@ def test_app_token_cannot_read_records_or_export(oauth: Harness) -> None:
     tok = oauth.tokens(app, "alice", details=details)
     headers = bearer(tok["access_token"])
     stream = alice.streams["mobility.trip"]
-    assert oauth.http.get(f"/v1/me/streams/{stream}/records", headers=headers).status_code == 403
+    # Reading goes through the consent the approval created and its app-access grant.
+    assert oauth.http.get(f"/v1/me/streams/{stream}/records", headers=headers).status_code == 200
     assert oauth.http.get("/v1/me/export", headers=headers).status_code == 403
 
 

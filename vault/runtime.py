@@ -16,6 +16,7 @@ from vault.db import make_engine, read_only, read_only_engine, unit_of_work
 from vault.login_throttle import LoginThrottle
 from vault.service_keys import ServiceKeys
 from vault.services.accounts import CitizenAccounts
+from vault.services.app_consents import AppConsents
 from vault.services.audit_log import AuditLog
 from vault.services.chunk_store import ChunkStore
 from vault.services.consent_registry import ConsentRegistry
@@ -44,6 +45,7 @@ class VaultRuntime:
     erasure: Erasure
     consents: ConsentRegistry
     departments: Departments
+    app_consents: AppConsents
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> VaultRuntime:
@@ -88,6 +90,7 @@ class VaultRuntime:
             erasure=Erasure(accounts),
             consents=consents,
             departments=Departments(consents),
+            app_consents=AppConsents(consents, catalogue),
         )
 
     @contextmanager

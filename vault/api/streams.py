@@ -130,14 +130,19 @@ def read_records(
     format: Annotated[str | None, Query(description="json, csv, ndjson or parquet")] = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    if principal.kind == "app":
-        with rt.reading() as session:
-            stream_type = rt.streams.get_owned(
-                session, stream_citizen_id(principal), stream_id
-            ).stream_type
-        require_authorization_details(principal, stream_type, "read")
-    citizen_id, root = citizen_with_keys(principal)
     media = choose(accept, format)
+    if principal.kind == "app":
+        # An app reads through the grant its consent names, never with the citizen's own key.
+        with rt.unit_of_work() as session:
+            stream = rt.streams.get_owned(session, stream_citizen_id(principal), stream_id)
+            require_authorization_details(principal, stream.stream_type, "read")
+            opener = rt.app_consents.read_opener(session, principal, stream.stream_type)
+            app_page = rt.records.page_with(
+                session, stream, opener, since=_aware(since), until=_aware(until),
+                limit=limit, cursor=cursor, actor=principal.actor,
+            )  # fmt: skip
+        return render(app_page, media)
+    citizen_id, root = citizen_with_keys(principal)
     with rt.unit_of_work() as session:
         page = rt.records.page(
             session,

@@ -433,7 +433,12 @@ def disconnect_app(
     citizen_id = _citizen_only(principal)
     with rt.vault.unit_of_work() as session:
         count = connected_apps.disconnect(
-            session, citizen_id, client_id, rt.app_disconnected, rt.vault.audit
+            session,
+            citizen_id,
+            client_id,
+            rt.app_disconnected,
+            rt.vault.audit,
+            principal.root_keys,
         )
     return DisconnectedOut(
         client_id=client_id,

@@ -22,6 +22,7 @@ from sqlmodel import Session, col
 
 from vault.catalogue import Catalogue
 from vault.clock import utcnow
+from vault.crypto.root_keys import RootKeys
 from vault.errors import NotFound
 from vault.models import AccessToken
 from vault.oauth import clients, consent_screen
@@ -80,6 +81,7 @@ def disconnect(
     client_id: str,
     hook: AppDisconnectedHook,
     audit: AuditLog,
+    root_keys: RootKeys | None = None,
 ) -> int:
     """Revoke everything ``client_id`` holds for the citizen; the number of grants ended.
     :class:`NotFound` if the app holds no live grant for this citizen."""
@@ -104,6 +106,6 @@ def disconnect(
         )
         .values(revoked_at=now, session_key=None)
     )
-    hook.on_app_disconnected(session, citizen_id, client_id)
+    hook.on_app_disconnected(session, citizen_id, client_id, root_keys)
     audit.append(session, citizen_id, "citizen", "app.disconnected", {"client": client_id})
     return len(live)

@@ -8,8 +8,8 @@ Properties:
   that action and has not passed its ``validity.not_after``; every other app request is refused
   with 403. Tokens of any other kind pass unchanged (the citizen's own session and first-party
   app, departments and analysts are limited by audience and scopes).
-* Reading through an app is refused until the consent integration provides grants sealed to the
-  vault's app-access key (a 403 that says so), even when the details name the stream.
+* Reading through an app then also needs the consent named by the detail to verify and allow the
+  read, and a grant sealed to the vault's app-access key for it (``vault/services/app_consents.py``).
 * :func:`visible_stream_types` tells a listing route which stream types an app may see.
 """
 
@@ -24,11 +24,6 @@ from vault.errors import Forbidden
 from vault.oauth import policy
 from vault.oauth.rar import CONSENT_TYPE
 from vault.principal import Principal
-
-READ_NEEDS_GRANT = (
-    "reading through an app needs a consent grant, which this vault cannot make yet; "
-    "the app may add records but not read them"
-)
 
 
 def _live(detail: dict[str, Any], now: datetime) -> bool:
@@ -65,10 +60,6 @@ def require_authorization_details(
             f"this app was not authorized to {action} your {stream_type} data",
             details=[{"field": "authorization_details", "reason": f"no {action} on {stream_type}"}],
         )
-    if action == "read":
-        # TODO(consent integration): read through the grant sealed to the app-access key that the
-        # detail's consent_id names, and refuse when that consent is withdrawn or expired.
-        raise Forbidden(READ_NEEDS_GRANT)
 
 
 def visible_stream_types(

@@ -33,7 +33,9 @@ class ConsentApprovalHook(Protocol):
 
 
 class AppDisconnectedHook(Protocol):
-    def on_app_disconnected(self, session: Session, citizen_id: str, client_id: str) -> None: ...
+    def on_app_disconnected(
+        self, session: Session, citizen_id: str, client_id: str, root_keys: RootKeys | None
+    ) -> None: ...
 
 
 class PassThroughApproval:
@@ -54,5 +56,7 @@ class PassThroughApproval:
 class NoConsentsToWithdraw:
     """Default until the consent integration lands: nothing to withdraw."""
 
-    def on_app_disconnected(self, session: Session, citizen_id: str, client_id: str) -> None:
+    def on_app_disconnected(
+        self, session: Session, citizen_id: str, client_id: str, root_keys: RootKeys | None
+    ) -> None:
         return None

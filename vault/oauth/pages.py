@@ -168,7 +168,10 @@ def _consent_page(
         "staff": client.kind == policy.CLIENT_KIND_STAFF,
         "redirect_host": urlsplit(redirect_uri).netloc,
         "scope_words": consent_screen.describe_scopes(ask.scopes),
-        "detail_words": consent_screen.describe_details(ask.details, rt.vault.catalogue),
+        "detail_words": [
+            rt.vault.app_consents.summary(detail, client.client_id, client.client_name)
+            for detail in ask.details
+        ],
         "audience": ask.audience,
         "action": f"/oauth/authorize?{query}",
         "form_token": token,

@@ -26,8 +26,6 @@ from vault.oauth.clients import is_loopback, load_or_create_initial_access_token
 from vault.oauth.hooks import (
     AppDisconnectedHook,
     ConsentApprovalHook,
-    NoConsentsToWithdraw,
-    PassThroughApproval,
 )
 from vault.oauth.issuance import Lifetimes
 from vault.oauth.server import CivicAuthorizationServer
@@ -154,8 +152,8 @@ class OAuthRuntime:
                 settings.login_max_lockout_seconds,
             ),
             templates=_templates(),
-            consent_approval=PassThroughApproval(),
-            app_disconnected=NoConsentsToWithdraw(),
+            consent_approval=vault.app_consents,
+            app_disconnected=vault.app_consents,
         )
 
     def server(self, session: Session) -> CivicAuthorizationServer:

@@ -341,6 +341,7 @@ class ConsentRegistry:
         request_id: str | None = None,
         client_id: str | None = None,
         actor: str = "citizen",
+        grant: bool = True,
     ) -> ConsentRecord:
         """Sign ``terms`` with the citizen's key, store them, and grant the streams they cover."""
         validate_terms(terms, self.catalogue)
@@ -374,7 +375,7 @@ class ConsentRegistry:
         grantee = "aggregation" if terms.processing.mode == "dp_aggregate" else "app-access"
         opener = owner_key_opener(root.box_key)
         granted = 0
-        for stream in self._covered_streams(session, citizen_id, terms):
+        for stream in self._covered_streams(session, citizen_id, terms) if grant else []:
             granted += key_grants.grant_stream(
                 session,
                 consent_id=record.id,
@@ -479,6 +480,17 @@ class ConsentRegistry:
             if stream is not None:
                 key_grants.rotate_stream_key(session, stream, owner, self.grantee_public_keys())
         session.flush()
+
+    def end_unsigned(self, session: Session, record: ConsentRecord, status: str) -> None:
+        """End a consent when the citizen's key is not at hand (an app disconnected by a
+        service): grants destroyed and keys rotated at once; the signed history is left as it is,
+        so the consent still reads as given but can open nothing."""
+        if record.status in ACTIVE:
+            self._end(session, record, status)
+            self._audit.append(
+                session, record.citizen_id, "vault", f"consent.{status}",
+                {"consent": record.id, "client": record.client_id, "signed": False},
+            )  # fmt: skip
 
     def expire_due(self, session: Session, now: datetime) -> int:
         """End every consent whose validity has run out (no one needs to act)."""

@@ -20,7 +20,7 @@ from vault.errors import InvalidInput
 from vault.models import Stream
 from vault.repositories import streams as stream_repo
 from vault.services.audit_log import AuditLog
-from vault.services.chunk_store import ChunkStore, owner_key_opener
+from vault.services.chunk_store import ChunkStore, KeyOpener, owner_key_opener
 from vault.services.streams import StreamRegistry
 
 MAX_PAGE = 10_000
@@ -90,6 +90,27 @@ class OwnRecords:
         cursor: str | None = None,
         actor: str = "citizen",
     ) -> RecordPage:
+        """The owner's page: small chunks are compacted first, while the owner's key is open."""
+        stream = self._streams.get_owned(session, citizen_id, stream_id, for_update=True)
+        self.compact(session, stream, root, actor)
+        return self.page_with(
+            session, stream, owner_key_opener(root.box_key), since=since, until=until,
+            limit=limit, cursor=cursor, actor=actor,
+        )  # fmt: skip
+
+    def page_with(
+        self,
+        session: Session,
+        stream: Stream,
+        open_key: KeyOpener,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        cursor: str | None = None,
+        actor: str = "citizen",
+    ) -> RecordPage:
+        """A page of records decrypted with ``open_key`` (the owner's, or a grant's)."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(
                 f"limit must be between 1 and {MAX_PAGE}",
@@ -101,10 +122,8 @@ class OwnRecords:
                 details=[{"field": "from", "reason": "must be before 'to'"}],
             )
         offset = _decode_cursor(cursor)
-        stream = self._streams.get_owned(session, citizen_id, stream_id, for_update=True)
         spec = self._catalogue.get(stream.stream_type)
-        self.compact(session, stream, root, actor)
-        frame = self.load_all(session, stream, root)
+        frame = self._chunks.read(session, stream, open_key, spec.polars_schema())
         if since is not None:
             frame = frame.filter(pl.col("ts") >= since)
         if until is not None:
@@ -115,7 +134,7 @@ class OwnRecords:
         next_cursor = _encode_cursor(offset + limit) if offset + limit < total else None
         self._audit.append(
             session,
-            citizen_id,
+            stream.citizen_id,
             actor,
             "records.read",
             {"stream": stream.id, "count": page.height},
