@@ -86,3 +86,30 @@ def test_an_append_only_consent_seals_no_key(oauth: Harness) -> None:
     assert tok["authorization_details"][0]["consent_id"]
     with oauth.rt.vault.reading() as s:
         assert s.exec(select(KeyGrant)).all() == []
+
+
+def test_a_stream_an_app_creates_joins_the_citizens_department_consents(oauth: Harness) -> None:
+    """The new stream's key is sealed to the aggregation service for a consent given before."""
+    from sqlmodel import select
+
+    from consent.request_templates import DEPARTMENT_NAMES, shipped_requests
+    from vault.clock import utcnow
+    from vault.consent_models import KeyGrant
+
+    rt = oauth.rt.vault
+    with rt.unit_of_work() as s:
+        rt.departments.ensure(s, "mobility", DEPARTMENT_NAMES["mobility"]["en"])
+        mobility = next(r for r in shipped_requests(utcnow()) if r.department == "mobility")
+        rt.departments.publish(s, "mobility", mobility, utcnow())
+    alice = oauth.citizen("alice")
+    consent = oauth.http.post("/v1/me/requests/mobility-trips/accept", headers=alice.auth).json()
+    app = oauth.register_app()
+    tok = oauth.tokens(app, "alice", scope="vault:append")
+    created = oauth.http.post(
+        "/v1/me/streams", json={"stream_type": "mobility.trip"}, headers=bearer(tok["access_token"])
+    )
+    assert created.status_code == 201, created.text
+    with rt.reading() as s:
+        grants = s.exec(select(KeyGrant).where(KeyGrant.consent_id == consent["id"])).all()
+    assert [g.stream_id for g in grants] == [created.json()["id"]]
+    assert grants[0].grantee == "aggregation"

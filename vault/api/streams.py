@@ -43,7 +43,7 @@ def create_stream(
     require_authorization_details(principal, body.stream_type, "append")
     with rt.unit_of_work() as session:
         summary = rt.streams.create(
-            session, citizen_id, body.stream_type, body.label, principal.actor, principal.root_keys
+            session, citizen_id, body.stream_type, body.label, principal.actor
         )
     return summary
 

@@ -507,32 +507,34 @@ class ConsentRegistry:
         return len(due)
 
     def on_stream_created(
-        self, session: Session, owner: Citizen, stream: Stream, root: RootKeys | None
+        self, session: Session, owner: Citizen, stream: Stream, private_key: nacl.public.PrivateKey
     ) -> None:
-        """A stream created after a consent that covers its type joins that consent's grants."""
-        if root is None:
-            return
+        """A stream created after a consent that covers its type joins that consent's grants.
+
+        The new stream's private key is in hand at creation, so this works whoever creates the
+        stream (the citizen, or an app that may only append). An app consent that holds no grant
+        (append only) gets none here either."""
         now = utcnow()
         for record in consent_repo.active_consents_of_citizen(session, owner.id):
             try:
                 verified = self.verify(session, record, now)
             except ConsentTampered:
                 continue
-            if stream in self._covered_streams(session, owner.id, verified.terms):
-                grantee = (
-                    "aggregation"
-                    if verified.terms.processing.mode == "dp_aggregate"
-                    else "app-access"
-                )
-                key_grants.grant_stream(
-                    session,
-                    consent_id=record.id,
-                    terms_sha256=terms_sha256(record),
-                    stream=stream,
-                    open_owner_key=owner_key_opener(root.box_key),
-                    grantee=grantee,
-                    grantee_public_key=self.grantee_public_keys()[grantee],
-                )
+            if stream not in self._covered_streams(session, owner.id, verified.terms):
+                continue
+            raw = verified.terms.processing.mode != "dp_aggregate"
+            if raw and not key_grants.grants_of_consent(session, record.id):
+                continue
+            grantee = "app-access" if raw else "aggregation"
+            key_grants.grant_stream(
+                session,
+                consent_id=record.id,
+                terms_sha256=terms_sha256(record),
+                stream=stream,
+                open_owner_key=lambda _key: private_key,
+                grantee=grantee,
+                grantee_public_key=self.grantee_public_keys()[grantee],
+            )
 
     # -- views ---------------------------------------------------------------------------------
 

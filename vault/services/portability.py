@@ -142,7 +142,7 @@ class Portability:
                 spec = self._catalogue.get(entry["stream_type"])
                 csv_bytes = archive.read(entry["csv"])
                 summary = self._streams.create(
-                    session, citizen_id, spec.name, label=str(entry.get("label", "")), root=root
+                    session, citizen_id, spec.name, label=str(entry.get("label", ""))
                 )
                 stream = self._streams.get_owned(session, citizen_id, summary.id, for_update=True)
                 count = 0

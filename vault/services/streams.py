@@ -12,7 +12,6 @@ from sqlmodel import Session
 
 from vault.catalogue import Catalogue
 from vault.clock import utcnow
-from vault.crypto.root_keys import RootKeys
 from vault.crypto.sealing import generate_box_key, seal_to
 from vault.errors import InvalidInput, NotFound
 from vault.models import Citizen, Stream, StreamKey
@@ -53,8 +52,8 @@ def new_key_generation(
     )
 
 
-#: Called when a stream is created while the owner's root keys are open (to extend consents).
-StreamCreatedHook = Callable[[Session, Citizen, Stream, RootKeys | None], None]
+#: Called with a new stream and its first private key (to extend the consents that cover it).
+StreamCreatedHook = Callable[[Session, Citizen, Stream, nacl.public.PrivateKey], None]
 
 
 class StreamRegistry:
@@ -72,10 +71,9 @@ class StreamRegistry:
         stream_type: str,
         label: str = "",
         actor: str = "citizen",
-        root: RootKeys | None = None,
     ) -> StreamSummary:
-        """A new stream with its first key pair. With the owner's ``root`` keys open, consents
-        already given for this type are extended to it."""
+        """A new stream with its first key pair; consents already given for its type are extended
+        to it (see ``StreamCreatedHook``)."""
         try:
             spec = self._catalogue.get(stream_type)
         except NotFound as exc:
@@ -97,7 +95,8 @@ class StreamRegistry:
             current_key_id="",
             created_at=utcnow(),
         )
-        key = new_key_generation(stream, owner, 1)
+        private = generate_box_key()
+        key = new_key_generation(stream, owner, 1, private)
         stream.current_key_id = key.id
         session.add(stream)
         session.flush()
@@ -107,7 +106,7 @@ class StreamRegistry:
             session, citizen_id, actor, "stream.created", {"stream": stream.id, "type": spec.name}
         )
         if self._on_created is not None:
-            self._on_created(session, owner, stream, root)
+            self._on_created(session, owner, stream, private)
         return StreamSummary(
             id=stream.id,
             stream_type=stream.stream_type,
