@@ -139,6 +139,20 @@ def _check_resource(request: Any, audience: str) -> None:
         raise policy.InvalidTargetError("The resource does not match what was authorized.")
 
 
+def _subject_of(grant: Any, root_secret: bytes | None) -> Subject:
+    """Who a stored grant (an authorization code or a refresh family: same columns) acts for."""
+    return Subject(
+        token_kind=grant.token_kind,
+        audience=grant.audience,
+        citizen_id=grant.citizen_id,
+        staff_id=grant.staff_id,
+        department_id=grant.department_id,
+        authorization_details=tuple(_load(grant.authorization_details)),
+        family_id=grant.family_id,
+        root_secret=root_secret,
+    )
+
+
 def _subject_still_exists(server: CivicAuthorizationServer, subject: Subject) -> bool:
     if subject.citizen_id is not None:
         return citizen_repo.by_id(server.session, subject.citizen_id) is not None
@@ -261,17 +275,7 @@ class CivicAuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignor
         self.server.session.flush()
 
     def authenticate_user(self, authorization_code: CodeView) -> Subject | None:
-        row = authorization_code.row
-        subject = Subject(
-            token_kind=row.token_kind,
-            audience=row.audience,
-            citizen_id=row.citizen_id,
-            staff_id=row.staff_id,
-            department_id=row.department_id,
-            authorization_details=tuple(_load(row.authorization_details)),
-            family_id=row.family_id,
-            root_secret=authorization_code.root_secret,
-        )
+        subject = _subject_of(authorization_code.row, authorization_code.root_secret)
         return subject if _subject_still_exists(self.server, subject) else None
 
     def generate_token(
@@ -333,17 +337,7 @@ class CivicRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         _check_resource(self.request, self.request.refresh_token.family.audience)
 
     def authenticate_user(self, refresh_token: RefreshView) -> Subject | None:
-        family = refresh_token.family
-        subject = Subject(
-            token_kind=family.token_kind,
-            audience=family.audience,
-            citizen_id=family.citizen_id,
-            staff_id=family.staff_id,
-            department_id=family.department_id,
-            authorization_details=tuple(_load(family.authorization_details)),
-            family_id=family.family_id,
-            root_secret=refresh_token.root_secret,
-        )
+        subject = _subject_of(refresh_token.family, refresh_token.root_secret)
         return subject if _subject_still_exists(self.server, subject) else None
 
     def issue_token(self, user: Subject, refresh_token: RefreshView) -> dict[str, Any]:
