@@ -12,7 +12,7 @@ composition root (this package must not import the vault's web layer).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -35,7 +35,7 @@ from aggregation.views import (
 from vault.clock import utcnow
 from vault.principal import AGGREGATION_AUDIENCE, VAULT_AUDIENCE, Principal
 
-Require = Callable[..., Callable[..., Principal]]
+Require = Callable[..., Callable[..., Awaitable[Principal]]]
 
 
 class BudgetLimitIn(BaseModel):

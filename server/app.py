@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             expiry.cancel()
             notices.cancel()
             aggregation.close()
-            vault.engine.dispose()
+            vault.close()
 
     app = FastAPI(
         title="Civic Vault",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,6 +30,15 @@ LOCK_TIMEOUT_SECONDS = 30.0
 
 #: Execution option marking a read-only transaction (no write lock on SQLite).
 READ_ONLY_OPTION = "civic_read_only"
+
+#: Execution option marking a write transaction that must not wait for the write lock (SQLite).
+NO_WAIT_OPTION = "civic_no_wait"
+
+_BUSY_TIMEOUT_MS = 30_000
+
+
+class WriterBusy(Exception):
+    """A no-wait transaction found the write lock taken (nothing was done; try another way)."""
 
 
 #: SQLite result codes (primary) meaning the database cannot be written right now.
@@ -92,8 +101,10 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         url,
         echo=echo,
         connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
-        pool_size=8,
-        max_overflow=24,
+        # More than the worker threads (40) can hold, so that the event loop's own writes never
+        # wait for a connection.
+        pool_size=16,
+        max_overflow=48,
     )
     write_lock = threading.Lock()
 
@@ -104,14 +115,18 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA secure_delete=ON")  # erased keys must not linger in free pages
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        if conn.get_execution_options().get(READ_ONLY_OPTION):
+        options = conn.get_execution_options()
+        if options.get(READ_ONLY_OPTION):
             # A reader sees a consistent snapshot (WAL) and never waits for writers.
             conn.exec_driver_sql("BEGIN")
+            return
+        if options.get(NO_WAIT_OPTION):
+            _begin_now(conn)
             return
         if not write_lock.acquire(timeout=LOCK_TIMEOUT_SECONDS):
             raise DatabaseBusy(_BUSY_MESSAGE)
@@ -123,6 +138,32 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
             write_lock.release()
             raise
 
+    def _begin_now(conn: Any) -> None:
+        # For the event loop's own writes: take the lock only if it is free, in this process and
+        # in SQLite (another process may hold it), and never sleep in SQLite's busy handler.
+        if not write_lock.acquire(blocking=False):
+            raise WriterBusy()
+        conn.info["holds_write_lock"] = True
+        dbapi = conn.connection.dbapi_connection
+        try:
+            dbapi.execute("PRAGMA busy_timeout=0")
+            conn.info["busy_timeout_lowered"] = True
+            dbapi.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            _restore_busy_timeout(conn)
+            conn.info.pop("holds_write_lock", None)
+            write_lock.release()
+            failure = database_failure(exc) if isinstance(exc, sqlite3.Error) else None
+            if isinstance(failure, DatabaseBusy):  # another process is writing
+                raise WriterBusy() from exc
+            raise
+
+    def _restore_busy_timeout(conn: Any) -> None:
+        if conn.info.pop("busy_timeout_lowered", False):
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is not None:
+                dbapi.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+
     def _finish(conn: Any, statement: str) -> None:
         # Finish the transaction ourselves so the lock is released only after SQLite is done;
         # SQLAlchemy's own commit/rollback that follows finds no open transaction and does nothing.
@@ -131,8 +172,11 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
             if dbapi is not None and dbapi.in_transaction:
                 dbapi.execute(statement)
         finally:
-            if conn.info.pop("holds_write_lock", False):
-                write_lock.release()
+            try:
+                _restore_busy_timeout(conn)
+            finally:
+                if conn.info.pop("holds_write_lock", False):
+                    write_lock.release()
 
     @event.listens_for(engine, "commit")
     def _commit(conn: Any) -> None:
@@ -166,6 +210,12 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+def no_wait_engine(engine: Engine) -> Engine | None:
+    """The same engine, for write transactions that raise :class:`WriterBusy` instead of waiting
+    for the write lock; ``None`` where there is no such lock to wait for (PostgreSQL)."""
+    return engine.execution_options(**{NO_WAIT_OPTION: True}) if is_sqlite(engine) else None
+
+
 def read_only_engine(engine: Engine) -> Engine:
     """The same engine, marked for read-only transactions (make it once: it is not free)."""
     return engine.execution_options(**{READ_ONLY_OPTION: True})
@@ -183,3 +233,61 @@ def read_only(read_engine: Engine) -> Iterator[Session]:
         yield session
     finally:
         session.close()  # ends the transaction; loaded objects stay readable (detached)
+
+
+class LocalReader:
+    """One-row reads of a SQLite file on the calling thread, for the event loop's own use.
+
+    Why: handing a 20 µs read to a worker thread costs more than a millisecond of CPU under load
+    (the hand-offs of the interpreter lock between busy threads), more than all the other work of a
+    one-record write. SQLite readers in WAL mode do not wait for writers, so a read here does not
+    stall the event loop; a read that finds the database busy gives up after a second (503).
+
+    Each thread gets its own connection (``query_only``: it can never write), opened on first use
+    and closed by :meth:`close`. Only for statements that read one row by key.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path, timeout=1.0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only=ON")
+            with self._lock:
+                self._opened.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def first(self, sql: str, params: Mapping[str, object]) -> tuple[object, ...] | None:
+        """The first row of ``sql`` (named ``:parameters``), or ``None``."""
+        try:
+            cursor = self._connection().execute(sql, dict(params))
+            try:
+                row: tuple[object, ...] | None = cursor.fetchone()
+            finally:
+                cursor.close()  # ends the read (an open statement would pin an old snapshot)
+        except sqlite3.Error as exc:
+            failure = database_failure(exc)
+            raise (failure or exc) from exc
+        return row
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+
+
+def local_reader(engine: Engine) -> LocalReader | None:
+    """A :class:`LocalReader` for a SQLite file engine; ``None`` for PostgreSQL or in-memory."""
+    database = engine.url.database
+    if not is_sqlite(engine) or not database or database == ":memory:":
+        return None
+    return LocalReader(database)

@@ -12,7 +12,16 @@ from sqlmodel import Session
 
 from vault.catalogue import Catalogue, default_catalogue
 from vault.crypto.passphrase_wrap import KdfCost
-from vault.db import make_engine, read_only, read_only_engine, unit_of_work
+from vault.db import (
+    LocalReader,
+    local_reader,
+    make_engine,
+    no_wait_engine,
+    read_only,
+    read_only_engine,
+    unit_of_work,
+)
+from vault.group_commit import GroupCommitter
 from vault.login_throttle import LoginThrottle
 from vault.service_keys import ServiceKeys
 from vault.services.accounts import CitizenAccounts
@@ -27,6 +36,14 @@ from vault.services.portability import Portability
 from vault.services.reading import OwnRecords
 from vault.services.streams import StreamRegistry
 from vault.settings import Settings
+
+
+def _group_committer(engine: Engine) -> GroupCommitter:
+    now = no_wait_engine(engine)
+    return GroupCommitter(
+        functools.partial(unit_of_work, engine),
+        None if now is None else functools.partial(unit_of_work, now),
+    )
 
 
 @dataclass
@@ -46,6 +63,9 @@ class VaultRuntime:
     consents: ConsentRegistry
     departments: Departments
     app_consents: AppConsents
+    writes: GroupCommitter
+    #: One-row reads on the calling thread (SQLite files only; ``vault.db.LocalReader``).
+    local_reads: LocalReader | None
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> VaultRuntime:
@@ -91,7 +111,16 @@ class VaultRuntime:
             consents=consents,
             departments=Departments(consents),
             app_consents=AppConsents(consents, catalogue),
+            writes=_group_committer(engine),
+            local_reads=local_reader(engine),
         )
+
+    def close(self) -> None:
+        """Finish queued writes, then close the database connections."""
+        self.writes.close()
+        if self.local_reads is not None:
+            self.local_reads.close()
+        self.engine.dispose()
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:

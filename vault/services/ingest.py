@@ -5,8 +5,10 @@ store is left exactly as it was); one batch becomes one encrypted chunk; a batch
 same ``Idempotency-Key`` lands once and gets the first answer again.
 
 Work is split in two steps so that the write transaction (which on SQLite holds the one write lock)
-does only the writing: :meth:`BatchIngest.prepare` parses, validates and encodes in a read-only
-transaction; :meth:`BatchIngest.commit` takes the next sequence number, encrypts and stores.
+does only the writing: :meth:`BatchIngest.prepare` parses, validates and encodes (reading only the
+stream's type, remembered after the first time); :meth:`BatchIngest.commit` takes the next sequence
+number, encrypts and stores. ``commit`` is a plain function of the session, so small batches from
+many requests can share one transaction (``vault/group_commit.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from vault.small_batch import accept_small_batch
 
 MAX_IDEMPOTENCY_KEY = 255
 
+#: How many (citizen, stream) -> stream type answers are remembered (a stream's owner and type never
+#: change; a deleted stream is caught by the write itself, which finds no stream to write to).
+STREAM_TYPE_MEMO = 100_000
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -51,6 +57,7 @@ class PreparedBatch:
     stream_type: str
     plaintext: ChunkPlaintext
     body_digest: str
+    key_digest: str | None = None
 
 
 def _key_digest(idempotency_key: str) -> str:
@@ -76,6 +83,24 @@ class BatchIngest:
         self._chunks = chunks
         self._audit = audit
         self._max_records = max_records
+        self._stream_types: dict[tuple[str, str], str] = {}
+
+    def stream_type(self, session: Session, citizen_id: str, stream_id: str) -> str:
+        """The type of a stream the citizen owns (``NotFound`` otherwise), remembered."""
+        known = self.known_stream_type(citizen_id, stream_id)
+        if known is not None:
+            return known
+        stream_type = write_path.owned_stream_type(session, citizen_id, stream_id)
+        if stream_type is None:
+            raise NotFound(f"no stream {stream_id!r} in your vault")
+        if len(self._stream_types) >= STREAM_TYPE_MEMO:
+            self._stream_types.clear()
+        self._stream_types[(citizen_id, stream_id)] = stream_type
+        return stream_type
+
+    def known_stream_type(self, citizen_id: str, stream_id: str) -> str | None:
+        """The remembered type of the citizen's stream, without asking the database (or ``None``)."""
+        return self._stream_types.get((citizen_id, stream_id))
 
     def prepare(
         self,
@@ -84,11 +109,22 @@ class BatchIngest:
         stream_id: str,
         body: bytes,
         content_type: str | None,
+        idempotency_key: str | None = None,
     ) -> PreparedBatch:
         """Parse, validate and encode (raises ``InvalidBatch`` etc.; writes nothing)."""
-        stream_type = write_path.owned_stream_type(session, citizen_id, stream_id)
-        if stream_type is None:
-            raise NotFound(f"no stream {stream_id!r} in your vault")
+        stream_type = self.stream_type(session, citizen_id, stream_id)
+        return self.prepare_for_type(stream_type, stream_id, body, content_type, idempotency_key)
+
+    def prepare_for_type(
+        self,
+        stream_type: str,
+        stream_id: str,
+        body: bytes,
+        content_type: str | None,
+        idempotency_key: str | None = None,
+    ) -> PreparedBatch:
+        """:meth:`prepare` for a stream whose type is known (no database; pure work on ``body``)."""
+        key_digest = None if idempotency_key is None else _key_digest(idempotency_key)
         spec = self._catalogue.get(stream_type)
         rows = parse_batch(body, content_type, spec)
         small = accept_small_batch(rows, spec)
@@ -97,18 +133,17 @@ class BatchIngest:
         else:
             plaintext = encode_frame(validate_batch(rows, spec, self._max_records))
         digest = hashlib.sha256(canonical_json([stream_id, content_type or ""]) + body).hexdigest()
-        return PreparedBatch(stream_id, stream_type, plaintext, digest)
+        return PreparedBatch(stream_id, stream_type, plaintext, digest, key_digest)
 
     def commit(
         self,
         session: Session,
         citizen_id: str,
         batch: PreparedBatch,
-        idempotency_key: str | None = None,
         actor: str = "citizen",
     ) -> IngestResult:
         """Write a prepared batch as the stream's next chunk (or replay an idempotent answer)."""
-        key_digest = None if idempotency_key is None else _key_digest(idempotency_key)
+        key_digest = batch.key_digest
         if key_digest is not None:
             earlier = idempotency_repo.find(session, citizen_id, key_digest)
             if earlier is not None:
@@ -156,5 +191,5 @@ class BatchIngest:
         actor: str = "citizen",
     ) -> IngestResult:
         """Prepare and commit in one transaction (for callers that already hold one)."""
-        batch = self.prepare(session, citizen_id, stream_id, body, content_type)
-        return self.commit(session, citizen_id, batch, idempotency_key, actor)
+        batch = self.prepare(session, citizen_id, stream_id, body, content_type, idempotency_key)
+        return self.commit(session, citizen_id, batch, actor)

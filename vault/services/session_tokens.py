@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlmodel import Session
@@ -47,11 +48,16 @@ def issue_citizen_session(
 
 def resolve(session: Session, token: str) -> Principal:
     """The principal behind ``token``, or :class:`Unauthenticated` (expired, revoked, unknown)."""
+    return resolve_with(functools.partial(write_path.token_by_digest, session), token)
+
+
+def resolve_with(lookup: Callable[[str], write_path.TokenRow | None], token: str) -> Principal:
+    """:func:`resolve` with the token row read by ``lookup`` (a digest in, the row or ``None``)."""
     try:
         digest = token_secrets.token_digest(token)
     except token_secrets.TokenFormatError as exc:
         raise Unauthenticated("the access token is not valid") from exc
-    row = write_path.token_by_digest(session, digest)
+    row = lookup(digest)
     if row is None or row.revoked or row.expires_at <= utcnow():
         raise Unauthenticated("the access token is not valid, has expired or was revoked")
     unlock = None
