@@ -24,18 +24,16 @@ class ServiceKeyError(RuntimeError):
 
 
 def load_or_create_key_file(path: Path) -> bytes:
-    """Return the 32 secret bytes in ``path``, creating the file (mode 0600) if it does not exist."""
+    """Return the 32 secret bytes in ``path``, creating the file (mode 0600) if it does not exist.
+
+    Several processes may start at once (``CIVIC_WORKERS``): a new key is written whole to a file
+    of its own, then linked to ``path`` in one step that fails if ``path`` exists, so every process
+    reads the same complete key and none ever sees a partly written file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(nacl.utils.random(_KEY_BYTES))
-            handle.flush()
-            os.fsync(handle.fileno())
+    if not path.exists():
+        _create_whole(path)
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise ServiceKeyError(f"{path} is readable by other users (mode {mode:o}); chmod 600 it")
@@ -43,6 +41,28 @@ def load_or_create_key_file(path: Path) -> bytes:
     if len(data) != _KEY_BYTES:
         raise ServiceKeyError(f"{path} holds {len(data)} bytes, expected {_KEY_BYTES}")
     return data
+
+
+def _create_whole(path: Path) -> None:
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{nacl.utils.random(6).hex()}.new")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(nacl.utils.random(_KEY_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(draft, path)  # atomic; another process may have won the race
+        except FileExistsError:
+            pass
+        else:
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
