@@ -236,3 +236,29 @@ def test_api_docs_are_served_without_the_internet(client: TestClient) -> None:
     )
     for asset in ("/static/swagger/swagger-ui-bundle.js", "/static/swagger/swagger-ui.css"):
         assert client.get(asset).status_code == 200
+
+
+def test_the_stream_list_matches_each_stream_summary(alice: Citizen) -> None:
+    """``GET /v1/me/streams`` (one query for all streams) says what each stream's own page says."""
+    energy = alice.stream("energy.consumption")
+    noise = alice.stream("noise.exposure")
+    alice.stream("mobility.trip")  # empty: no chunks yet
+    for day in range(1, 4):
+        assert (
+            alice.append(
+                "energy.consumption", [{"ts": f"2026-03-0{day}T00:00:00Z", "kwh": 1.0 + day}] * day
+            ).status_code
+            == 201
+        )
+    assert (
+        alice.append("noise.exposure", [{"ts": "2026-03-01T00:00:00Z", "db": 55}]).status_code
+        == 201
+    )
+    listed = alice.client.get("/v1/me/streams", headers=alice.auth).json()["streams"]
+    assert len(listed) == 3
+    for item in listed:
+        alone = alice.client.get(f"/v1/me/streams/{item['id']}", headers=alice.auth).json()
+        assert item == alone
+    by_id = {item["id"]: item for item in listed}
+    assert (by_id[energy]["chunk_count"], by_id[energy]["record_count"]) == (3, 6)
+    assert (by_id[noise]["chunk_count"], by_id[noise]["record_count"]) == (1, 1)

@@ -17,6 +17,33 @@ def for_citizen(session: Session, citizen_id: str) -> Sequence[Stream]:
     ).all()
 
 
+def summaries_for_citizen(session: Session, citizen_id: str) -> list[tuple[Stream, int, int, int]]:
+    """Each of the citizen's streams with its key generation, chunk count and record count, in
+    one query (a page listing streams must not cost a query per stream)."""
+    own = select(Stream.id).where(Stream.citizen_id == citizen_id)
+    stats = (
+        select(
+            col(Chunk.stream_id).label("stream_id"),
+            func.count(col(Chunk.id)).label("chunks"),
+            func.coalesce(func.sum(col(Chunk.record_count)), 0).label("records"),
+        )
+        .where(col(Chunk.stream_id).in_(own))
+        .group_by(col(Chunk.stream_id))
+        .subquery()
+    )
+    rows = session.exec(
+        select(Stream, StreamKey.generation, stats.c.chunks, stats.c.records)
+        .outerjoin(StreamKey, col(StreamKey.id) == col(Stream.current_key_id))
+        .outerjoin(stats, stats.c.stream_id == col(Stream.id))
+        .where(Stream.citizen_id == citizen_id)
+        .order_by(col(Stream.created_at))
+    ).all()
+    return [
+        (stream, int(generation or 0), int(chunks or 0), int(records or 0))
+        for stream, generation, chunks, records in rows
+    ]
+
+
 def owned(
     session: Session, citizen_id: str, stream_id: str, *, for_update: bool = False
 ) -> Stream | None:

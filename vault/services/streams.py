@@ -142,7 +142,21 @@ class StreamRegistry:
         )
 
     def list(self, session: Session, citizen_id: str) -> list[StreamSummary]:
-        return [self.summary(session, s) for s in stream_repo.for_citizen(session, citizen_id)]
+        return [
+            StreamSummary(
+                id=stream.id,
+                stream_type=stream.stream_type,
+                schema_version=stream.schema_version,
+                label=stream.label,
+                created_at=stream.created_at,
+                chunk_count=chunks,
+                record_count=records,
+                key_generation=generation,
+            )
+            for stream, generation, chunks, records in stream_repo.summaries_for_citizen(
+                session, citizen_id
+            )
+        ]
 
     def get_owned(
         self, session: Session, citizen_id: str, stream_id: str, *, for_update: bool = False
