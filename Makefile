@@ -63,8 +63,10 @@ lint: install
 bench-tools:
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk; } || echo "install wrk (apt-get install -y wrk) for the HTTP benchmarks"
 
+# The full run also writes docs/bench-latest.md (the table the README links), errors included.
 bench: install bench-tools
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench; status=$$?; \
+	$(BIN)/python -m bench.report bench/results.json -o docs/bench-latest.md; exit $$status
 
 bench-quick: install bench-tools
 	$(BIN)/python -m bench --quick
