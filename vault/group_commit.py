@@ -9,9 +9,10 @@ then answers each of its jobs.
 Where the groups run:
 
 - **On the event loop itself** (SQLite, when the write lock is free): the jobs that reached the
-  write step in one turn of the loop are written at the start of the next. No thread hand-off: on a
-  busy server, handing work to a thread and back costs more CPU (the interpreter lock changing
-  hands) than the write itself.
+  write step in one turn of the loop are written at the start of the next, and only the commit
+  (which waits for the disk) is handed to a thread, once per group; the jobs arriving meanwhile
+  form the next group. On a busy server, handing each request's work to a thread and back costs
+  more CPU (the interpreter lock changing hands) than the write itself.
 - **On one writer thread** otherwise (PostgreSQL; SQLite while another writer holds the lock, so
   the loop never waits for it; and jobs submitted from threads).
 
@@ -102,7 +103,8 @@ class GroupCommitter:
         self._closed = False
         self._lock = threading.Lock()
         self._loop_jobs: list[_LoopJob[Any]] = []
-        self._loop_flush_due = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._drain_loop: asyncio.AbstractEventLoop | None = None
         #: Sizes of the recent groups committed (for the benchmarks and tests).
         self.group_sizes: list[int] = []
 
@@ -126,14 +128,14 @@ class GroupCommitter:
     async def run(self, run: Callable[[Session], T], order: tuple[str, ...] = ()) -> T:
         """Run ``run`` in a group and return its result once committed (from async code; no
         thread is held while waiting)."""
-        if self._open_unit_now is None or self._closed:
-            return await asyncio.wrap_future(self.submit(run, order))
         loop = asyncio.get_running_loop()
+        if self._open_unit_now is None or self._closed or self._drain_loop not in (None, loop):
+            return await asyncio.wrap_future(self.submit(run, order))
         job: _LoopJob[T] = _LoopJob(order, run, loop.create_future())
         self._loop_jobs.append(job)
-        if not self._loop_flush_due:
-            self._loop_flush_due = True
-            loop.call_soon(self._flush_loop_jobs)
+        if self._drain_task is None:
+            self._drain_loop = loop
+            self._drain_task = loop.create_task(self._drain())
         return await job.future
 
     def close(self, timeout: float = 10.0) -> None:
@@ -152,26 +154,35 @@ class GroupCommitter:
 
     # -- groups on the event loop ------------------------------------------------------------------
 
-    def _flush_loop_jobs(self) -> None:
-        self._loop_flush_due = False
-        jobs, self._loop_jobs = self._loop_jobs, []
-        live = sorted(job for job in jobs if not job.future.done())  # done: the caller left
-        for start in range(0, len(live), self._max_group):
-            self._commit_on_loop(live[start : start + self._max_group])
-
-    def _commit_on_loop(self, jobs: list[_LoopJob[Any]]) -> None:
-        assert self._open_unit_now is not None
+    async def _drain(self) -> None:
         try:
-            with self._open_unit_now() as session:
-                session.connection()  # takes the write lock now, or raises WriterBusy
-                results = _run_all(session, [job.run for job in jobs])
-        except WriterBusy:
-            self._hand_to_thread(jobs)  # another writer holds the lock: never wait for it here
+            while self._loop_jobs:
+                jobs = self._loop_jobs[: self._max_group]
+                del self._loop_jobs[: self._max_group]
+                live = sorted(job for job in jobs if not job.future.done())  # done: caller left
+                if live:
+                    await self._commit_on_loop(live)
+        finally:
+            self._drain_task = None
+            self._drain_loop = None
+
+    async def _commit_on_loop(self, jobs: list[_LoopJob[Any]]) -> None:
+        assert self._open_unit_now is not None
+        unit = self._open_unit_now()
+        session = unit.__enter__()
+        try:
+            session.connection()  # takes the write lock now, or raises WriterBusy
+            results = _run_all(session, [job.run for job in jobs])
+        except BaseException as exc:
+            unit.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+            # WriterBusy: another writer holds the lock, and the loop never waits for it.
+            self._hand_to_thread(jobs, alone=not isinstance(exc, WriterBusy))
             return
-        except _GroupFailed:
-            self._hand_to_thread(jobs, alone=True)
-            return
-        except BaseException:  # the commit itself failed: each job alone will say why
+        try:
+            # The commit waits for the disk: in a thread, so the loop serves other requests
+            # meanwhile (the jobs arriving now form the next group).
+            await asyncio.get_running_loop().run_in_executor(None, unit.__exit__, None, None, None)
+        except BaseException:  # the commit failed: each job alone will say why
             self._hand_to_thread(jobs, alone=True)
             return
         self._record(len(jobs))
