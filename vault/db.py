@@ -190,11 +190,16 @@ def _sqlite_engine(url: str, *, echo: bool) -> Engine:
 
 
 @contextmanager
-def unit_of_work(engine: Engine) -> Iterator[Session]:
+def unit_of_work(engine: Engine, *, no_wait: bool = False) -> Iterator[Session]:
     """One transaction: commit when the block ends cleanly, roll back on any exception (except a
-    domain error that asks to keep what was written, such as a counted failed sign-in)."""
+    domain error that asks to keep what was written, such as a counted failed sign-in).
+
+    ``no_wait`` (SQLite): begin at once, or raise :class:`WriterBusy` if another writer holds the
+    write lock, instead of waiting for it."""
     session = Session(engine, expire_on_commit=False)
     try:
+        if no_wait:
+            session.connection(execution_options={NO_WAIT_OPTION: True})
         yield session
         session.commit()
     except DomainError as exc:
@@ -208,12 +213,6 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-def no_wait_engine(engine: Engine) -> Engine | None:
-    """The same engine, for write transactions that raise :class:`WriterBusy` instead of waiting
-    for the write lock; ``None`` where there is no such lock to wait for (PostgreSQL)."""
-    return engine.execution_options(**{NO_WAIT_OPTION: True}) if is_sqlite(engine) else None
 
 
 def read_only_engine(engine: Engine) -> Engine:

@@ -92,9 +92,9 @@ class GroupCommitter:
         open_unit_now: OpenUnit | None = None,
         max_group: int = MAX_GROUP,
     ) -> None:
-        """``open_unit`` opens a write transaction; ``open_unit_now`` one that raises
-        :class:`~vault.db.WriterBusy` instead of waiting for the write lock (``None``: groups
-        never run on the event loop)."""
+        """``open_unit`` opens a write transaction; ``open_unit_now`` one that begins at once or
+        raises :class:`~vault.db.WriterBusy` on entry instead of waiting for the write lock
+        (``None``: groups never run on the event loop)."""
         self._open_unit = open_unit
         self._open_unit_now = open_unit_now
         self._max_group = max_group
@@ -169,14 +169,17 @@ class GroupCommitter:
     async def _commit_on_loop(self, jobs: list[_LoopJob[Any]]) -> None:
         assert self._open_unit_now is not None
         unit = self._open_unit_now()
-        session = unit.__enter__()
         try:
-            session.connection()  # takes the write lock now, or raises WriterBusy
+            session = unit.__enter__()  # takes the write lock now, or raises WriterBusy
+        except WriterBusy:
+            # Another writer holds the lock, and the loop never waits for it.
+            self._hand_to_thread(jobs)
+            return
+        try:
             results = _run_all(session, [job.run for job in jobs])
         except BaseException as exc:
             unit.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
-            # WriterBusy: another writer holds the lock, and the loop never waits for it.
-            self._hand_to_thread(jobs, alone=not isinstance(exc, WriterBusy))
+            self._hand_to_thread(jobs, alone=True)
             return
         try:
             # The commit waits for the disk: in a thread, so the loop serves other requests

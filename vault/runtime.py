@@ -14,9 +14,9 @@ from vault.catalogue import Catalogue, default_catalogue
 from vault.crypto.passphrase_wrap import KdfCost
 from vault.db import (
     LocalReader,
+    is_sqlite,
     local_reader,
     make_engine,
-    no_wait_engine,
     read_only,
     read_only_engine,
     unit_of_work,
@@ -39,10 +39,11 @@ from vault.settings import Settings
 
 
 def _group_committer(engine: Engine) -> GroupCommitter:
-    now = no_wait_engine(engine)
+    # Groups may run on the event loop only where a busy write lock can be detected without
+    # waiting (SQLite's in-process lock); on PostgreSQL they always run on the writer thread.
     return GroupCommitter(
         functools.partial(unit_of_work, engine),
-        None if now is None else functools.partial(unit_of_work, now),
+        functools.partial(unit_of_work, engine, no_wait=True) if is_sqlite(engine) else None,
     )
 
 

@@ -56,7 +56,7 @@ class PreparedBatch:
     stream_id: str
     stream_type: str
     plaintext: ChunkPlaintext
-    body_digest: str
+    body_digest: str  # of the body and what it was sent to, with an Idempotency-Key ("" without)
     key_digest: str | None = None
 
 
@@ -132,7 +132,12 @@ class BatchIngest:
             plaintext = encode_rows(spec.field_names, small)
         else:
             plaintext = encode_frame(validate_batch(rows, spec, self._max_records))
-        digest = hashlib.sha256(canonical_json([stream_id, content_type or ""]) + body).hexdigest()
+        # What a retry with the same key must repeat exactly (only needed with a key).
+        digest = (
+            ""
+            if key_digest is None
+            else hashlib.sha256(canonical_json([stream_id, content_type or ""]) + body).hexdigest()
+        )
         return PreparedBatch(stream_id, stream_type, plaintext, digest, key_digest)
 
     def commit(

@@ -60,16 +60,7 @@ def resolve_with(lookup: Callable[[str], write_path.TokenRow | None], token: str
     row = lookup(digest)
     if row is None or row.revoked or row.expires_at <= utcnow():
         raise Unauthenticated("the access token is not valid, has expired or was revoked")
-    unlock = None
-    if row.session_key is not None:
-        blob = row.session_key
-
-        @functools.cache
-        def unlock() -> RootKeys:
-            try:
-                return RootKeys.from_secret(token_secrets.unwrap_for_token(token, blob))
-            except token_secrets.TokenFormatError as exc:
-                raise Unauthenticated("the access token is not valid") from exc
+    unlock = None if row.session_key is None else _RootUnlock(token, row.session_key)
 
     kind = "citizen" if row.kind == "citizen_session" else row.kind
     return Principal(
@@ -83,6 +74,25 @@ def resolve_with(lookup: Callable[[str], write_path.TokenRow | None], token: str
         authorization_details=tuple(json.loads(row.authorization_details)),
         unlock=unlock,
     )
+
+
+class _RootUnlock:
+    """Opens the citizen's root keys from a session token, once (only routes that read the
+    citizen's own data call it; building a cache per request cost more than the token check)."""
+
+    def __init__(self, token: str, blob: bytes) -> None:
+        self._token = token
+        self._blob = blob
+        self._keys: RootKeys | None = None
+
+    def __call__(self) -> RootKeys:
+        if self._keys is None:
+            try:
+                secret = token_secrets.unwrap_for_token(self._token, self._blob)
+            except token_secrets.TokenFormatError as exc:
+                raise Unauthenticated("the access token is not valid") from exc
+            self._keys = RootKeys.from_secret(secret)
+        return self._keys
 
 
 def revoke(session: Session, digest: str) -> None:
