@@ -15,4 +15,7 @@ BENCHMARK_MODULES = (
     "bench.http_ingest",
     "bench.decrypt_load",
     "bench.dp_query",
+    "bench.own_read",
+    "bench.consent_decisions",
+    "bench.api_latency",
 )

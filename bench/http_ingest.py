@@ -99,12 +99,15 @@ def energy_readings(records: int, seed: int = 11) -> pl.DataFrame:
     return generate_readings(1, records, seed=seed).drop("citizen")
 
 
+def json_body(frame: pl.DataFrame) -> bytes:
+    """``frame`` (``ts``, ``kwh``) as a JSON array of objects ``{"ts": "...Z", "kwh": float}``."""
+    text = frame.select(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"), pl.col("kwh"))
+    return json.dumps(text.to_dicts(), separators=(",", ":")).encode()
+
+
 def json_batch(records: int) -> bytes:
     """A JSON array of ``records`` objects ``{"ts": "...Z", "kwh": float}``."""
-    frame = energy_readings(records).select(
-        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"), pl.col("kwh")
-    )
-    return json.dumps(frame.to_dicts(), separators=(",", ":")).encode()
+    return json_body(energy_readings(records))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,7 +156,9 @@ def _check(side: Side, result: wrk.WrkResult, status: int) -> None:
         raise BenchmarkInvalid(f"{side.label}: socket errors {result.socket_errors}")
 
 
-def _drive(ctx: Context, side: Side, load: Load, seconds: int, status: int) -> wrk.WrkResult:
+def drive(ctx: Context, side: Side, load: Load, seconds: int, status: int) -> wrk.WrkResult:
+    """One wrk run against ``side``; :class:`BenchmarkInvalid` unless every answer was ``status``
+    (and, if the side's script checks it, of the expected length) without a socket error."""
     result = wrk.run(
         side.url, side.script, threads=load.threads, connections=load.connections, seconds=seconds
     )
@@ -165,6 +170,19 @@ def _drive(ctx: Context, side: Side, load: Load, seconds: int, status: int) -> w
         f"p99 {result.latency_ms.get(99, float('nan')):.2f} ms ({seconds} s)"
     )
     return result
+
+
+def run_rounds(ctx: Context, sides: list[Side], load: Load, status: int) -> None:
+    """Warm every side up, then run ``load.rounds`` rounds, the sides in turn within each round
+    (so that a disturbance of the machine hits both rather than one)."""
+    if load.warmup_seconds:
+        ctx.log(f"  warm-up, {load.warmup_seconds} s each")
+        for side in sides:
+            drive(ctx, side, load, load.warmup_seconds, status)
+    for round_no in range(load.rounds):
+        ctx.log(f"  round {round_no + 1} of {load.rounds}")
+        for side in sides:
+            side.runs.append(drive(ctx, side, load, load.seconds, status))
 
 
 def compare_http(
@@ -204,14 +222,7 @@ def compare_http(
                 f"{side.label} refused the benchmark body: {status} {answer[:500]!r}"
             )
     before = stored_records(vault.port, who)
-    if load.warmup_seconds:
-        ctx.log(f"  warm-up, {load.warmup_seconds} s each")
-        for side in sides:
-            _drive(ctx, side, load, load.warmup_seconds, 201)
-    for round_no in range(load.rounds):
-        ctx.log(f"  round {round_no + 1} of {load.rounds}")
-        for side in sides:
-            side.runs.append(_drive(ctx, side, load, load.seconds, 201))
+    run_rounds(ctx, sides, load, 201)
     base_side, vault_side = sides
     stored = stored_records(vault.port, who) - before
     if stored < vault_side.acknowledged * records_per_request:
@@ -238,13 +249,14 @@ def compare_http(
     return base_side, vault_side
 
 
-def _latency(result: wrk.WrkResult, pct: int) -> float:
+def latency(result: wrk.WrkResult, pct: int) -> float:
     if pct not in result.latency_ms:
         raise BenchmarkInvalid(f"wrk reported no {pct}th percentile:\n{result.output}")
     return result.latency_ms[pct]
 
 
-def _load(ctx: Context, connections: int) -> Load:
+def default_load(ctx: Context, connections: int) -> Load:
+    """The HTTP benchmarks' durations for the mode, with ``connections`` open connections."""
     return Load(
         threads=2,
         connections=connections,
@@ -264,7 +276,9 @@ def ingest_batched_http(ctx: Context) -> list[Metric]:
     """JSON batches of 1,000 energy records POSTed to the real server (wrk, 4 connections);
     baseline: a bare FastAPI endpoint that only json.loads the same body."""
     n = 1000
-    base, vault = compare_http(ctx, name="batched", records_per_request=n, load=_load(ctx, 4))
+    base, vault = compare_http(
+        ctx, name="batched", records_per_request=n, load=default_load(ctx, 4)
+    )
     b, v = base.best, vault.best
     return [
         Metric(
@@ -274,8 +288,8 @@ def ingest_batched_http(ctx: Context) -> list[Metric]:
             baseline=b.requests_per_s * n,
             target=Target("value", ">=", 100_000),
         ),
-        Metric("p50 latency", _latency(v, 50), "ms", baseline=_latency(b, 50)),
-        Metric("p99 latency", _latency(v, 99), "ms", baseline=_latency(b, 99)),
+        Metric("p50 latency", latency(v, 50), "ms", baseline=latency(b, 50)),
+        Metric("p99 latency", latency(v, 99), "ms", baseline=latency(b, 99)),
     ]
 
 
@@ -283,7 +297,9 @@ def ingest_batched_http(ctx: Context) -> list[Metric]:
 def ingest_single_http(ctx: Context) -> list[Metric]:
     """One energy record per POST to the real server (wrk -t2 -c16); baseline: a bare FastAPI
     endpoint that only json.loads the same one-record body."""
-    base, vault = compare_http(ctx, name="single", records_per_request=1, load=_load(ctx, 16))
+    base, vault = compare_http(
+        ctx, name="single", records_per_request=1, load=default_load(ctx, 16)
+    )
     b, v = base.best, vault.best
     return [
         Metric(
@@ -293,12 +309,12 @@ def ingest_single_http(ctx: Context) -> list[Metric]:
             baseline=b.requests_per_s,
             target=Target("ratio", ">=", 0.25),
         ),
-        Metric("p50 latency", _latency(v, 50), "ms", baseline=_latency(b, 50)),
+        Metric("p50 latency", latency(v, 50), "ms", baseline=latency(b, 50)),
         Metric(
             "p99 latency",
-            _latency(v, 99),
+            latency(v, 99),
             "ms",
-            baseline=_latency(b, 99),
+            baseline=latency(b, 99),
             target=Target("value", "<", 25),
         ),
     ]

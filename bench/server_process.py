@@ -3,7 +3,10 @@ stopping it.
 
 The server is stopped when the ``with`` block ends (terminate, then kill after a grace period), at
 interpreter exit if something slipped through, and, on Linux, by the kernel if this process dies
-(``PR_SET_PDEATHSIG``). Only processes started here are ever signalled, by their pid.
+(``PR_SET_PDEATHSIG``). With more than one worker, uvicorn's supervisor stops its workers when it
+is terminated; the server runs in a process group of its own, so that whatever is left of that
+group afterwards (a worker orphaned by a killed supervisor) is killed too. Only processes started
+here, and their process group, are ever signalled, by id.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of the process group ``pgid`` (the server's workers), if anything."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -56,6 +65,8 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=grace)
+    if sys.platform != "win32":
+        _kill_group(proc.pid)  # the server is its group's leader (start_new_session)
     _live.discard(proc)
 
 
@@ -77,25 +88,43 @@ def _healthy(port: int) -> bool:
         conn.close()
 
 
+#: What uvicorn logs (level info) when a worker's app has started; one line per worker.
+STARTUP_COMPLETE = "Application startup complete."
+
+AppName = Literal["vault", "baseline", "latency-baseline"]
+
+
 class ServerProcess:
     """``with ServerProcess("vault", env, log_dir) as server: ... server.url ...``
 
-    ``app`` is ``"vault"`` (the real app, migrated first) or ``"baseline"`` (bare FastAPI).
-    ``env`` replaces every ``CIVIC_*`` variable of this process's environment.
+    ``app`` is ``"vault"`` (the real app, migrated first, served by ``server.cli.serve``),
+    ``"baseline"`` or ``"latency-baseline"`` (bare FastAPI apps), each in ``workers`` uvicorn
+    processes (``uvicorn_binds``: a bare app served by ``uvicorn.run`` as ``uvicorn --workers``
+    serves it, a reference for the socket options; see ``bench.serve_app``). ``env`` replaces
+    every ``CIVIC_*`` variable of this process's environment. With more
+    than one worker the server counts as started once every worker has logged that its app has
+    started (until then wrk's connections would all go to the first one up).
     """
 
     def __init__(
         self,
-        app: Literal["vault", "baseline"],
+        app: AppName,
         env: dict[str, str],
         log_dir: Path,
         *,
+        workers: int = 1,
+        uvicorn_binds: bool = False,
         startup_timeout: float = 60.0,
         attempts: int = 3,
     ) -> None:
         self.app = app
         self.env = env
-        self.log_path = log_dir / f"server-{app}.log"
+        self.workers = workers
+        self.uvicorn_binds = uvicorn_binds
+        suffix = "" if workers == 1 else f"-{workers}w"
+        if uvicorn_binds:
+            suffix += "-uvicorn-binds"
+        self.log_path = log_dir / f"server-{app}{suffix}.log"
         self.startup_timeout = startup_timeout
         self.attempts = attempts
         self.port = 0
@@ -133,13 +162,29 @@ class ServerProcess:
         except OSError:
             return "(no log)"
 
+    def _workers_started(self, log_offset: int) -> int:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(log_offset)
+                return log.read().decode(errors="replace").count(STARTUP_COMPLETE)
+        except OSError:
+            return 0
+
+    def _ready(self, log_offset: int) -> bool:
+        if not _healthy(self.port):
+            return False
+        return self.workers == 1 or self._workers_started(log_offset) >= self.workers
+
     def _start_once(self) -> bool:
         """True when healthy; False when the port was taken (try another); raises otherwise."""
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"--- starting {self.app} on port {self.port}\n".encode())
+            log.write(
+                f"--- starting {self.app} on port {self.port}, {self.workers} worker(s)\n".encode()
+            )
             log.flush()
+            log_offset = log.tell()
             self._proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -149,6 +194,9 @@ class ServerProcess:
                     self.app,
                     "--port",
                     str(self.port),
+                    "--workers",
+                    str(self.workers),
+                    *(["--uvicorn-binds"] if self.uvicorn_binds else []),
                 ],
                 cwd=REPO_ROOT,
                 env=self._environment(),
@@ -156,6 +204,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent if sys.platform == "linux" else None,
+                start_new_session=sys.platform != "win32",
             )
         _live.add(self._proc)
         deadline = time.monotonic() + self.startup_timeout
@@ -167,15 +216,16 @@ class ServerProcess:
                     return False
                 raise ServerStartError(
                     f"the {self.app} server exited with code {self._proc.returncode} before it "
-                    f"answered /healthz; last lines of {self.log_path}:\n{tail}"
+                    f"was ready; last lines of {self.log_path}:\n{tail}"
                 )
-            if _healthy(self.port):
+            if self._ready(log_offset):
                 return True
             time.sleep(0.1)
         _stop(self._proc)
         raise ServerStartError(
-            f"the {self.app} server did not answer /healthz within {self.startup_timeout:.0f} s; "
-            f"last lines of {self.log_path}:\n{self._log_tail()}"
+            f"the {self.app} server was not ready (/healthz, {self.workers} worker(s) started) "
+            f"within {self.startup_timeout:.0f} s; last lines of {self.log_path}:\n"
+            f"{self._log_tail()}"
         )
 
     def start(self) -> ServerProcess:

@@ -35,6 +35,7 @@ class Settings:
     database_url: str = ""
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1
     demo_citizens: int = 1000
     kdf_profile: str = "interactive"
     access_token_ttl_seconds: int = 3600
@@ -71,6 +72,7 @@ class Settings:
             database_url=env.get("CIVIC_DATABASE_URL", ""),
             host=env.get("CIVIC_HOST") or "127.0.0.1",
             port=_int(env, "CIVIC_PORT", 8000, minimum=1),
+            workers=_int(env, "CIVIC_WORKERS", 1, minimum=1),
             demo_citizens=_int(env, "CIVIC_DEMO_CITIZENS", 1000),
             kdf_profile=profile,
             access_token_ttl_seconds=_int(env, "CIVIC_ACCESS_TOKEN_TTL", 3600, minimum=60),
