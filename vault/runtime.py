@@ -119,6 +119,7 @@ class VaultRuntime:
     def close(self) -> None:
         """Finish queued writes, then close the database connections."""
         self.writes.close()
+        self.chunks.close()
         if self.local_reads is not None:
             self.local_reads.close()
         self.engine.dispose()

@@ -82,6 +82,17 @@ def chunk_stats(session: Session, stream_id: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def count_small_chunks(session: Session, stream_id: str, below_records: int) -> int:
+    """How many of the stream's chunks hold fewer than ``below_records`` records (a count: the
+    chunks themselves, ciphertext and all, are loaded only when they will be compacted)."""
+    statement = (
+        select(func.count())
+        .select_from(Chunk)
+        .where(col(Chunk.stream_id) == stream_id, col(Chunk.record_count) < below_records)
+    )
+    return int(session.exec(statement).one())
+
+
 def delete_chunks(session: Session, chunk_ids: Sequence[str]) -> None:
     if chunk_ids:
         session.execute(delete(Chunk).where(col(Chunk.id).in_(list(chunk_ids))))

@@ -147,6 +147,8 @@ class OwnRecords:
         Property: the merged chunk holds exactly the records of the chunks it replaces, in order,
         and is written in the same transaction that deletes them, so a crash loses nothing.
         """
+        if stream_repo.count_small_chunks(session, stream.id, self._small) < self._compact_min:
+            return 0  # the usual case, known without loading any chunk
         small = [
             c
             for c in stream_repo.chunks_of_stream(session, stream.id)
