@@ -391,9 +391,9 @@ def api_latency(ctx: Context) -> list[Metric]:
     load = Load(
         threads=2,
         connections=CONNECTIONS,
-        seconds=ctx.pick(full=5, quick=3, smoke=1),
+        seconds=ctx.pick(full=5, quick=2, smoke=1),
         warmup_seconds=ctx.pick(full=1, quick=1, smoke=0),
-        rounds=ctx.pick(full=3, quick=2, smoke=1),
+        rounds=ctx.pick(full=3, quick=1, smoke=1),
     )
     endpoints = ctx.pick(full=(STREAMS, CATALOGUE), quick=(STREAMS,), smoke=(STREAMS,))
     one = measure(ctx, 1, endpoints, load, reference=False)

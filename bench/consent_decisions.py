@@ -276,7 +276,7 @@ def consent_decisions(ctx: Context) -> list[Metric]:
     from aggregation.query_spec import QueryRequest, validate_query
     from vault.runtime import VaultRuntime
 
-    citizens = ctx.pick(full=100_000, quick=10_000, smoke=200)
+    citizens = ctx.pick(full=100_000, quick=5_000, smoke=200)
     rounds = 2  # each: Ed25519 floor, plain filter, cold gate, warm gate x2 (judge: first only)
     warm_runs = 2
 

@@ -260,9 +260,9 @@ def default_load(ctx: Context, connections: int) -> Load:
     return Load(
         threads=2,
         connections=connections,
-        seconds=ctx.pick(full=15, quick=5, smoke=1),
+        seconds=ctx.pick(full=15, quick=4, smoke=1),
         warmup_seconds=ctx.pick(full=3, quick=1, smoke=0),
-        rounds=ctx.pick(full=3, quick=2, smoke=1),
+        rounds=ctx.pick(full=3, quick=1, smoke=1),
     )
 
 
