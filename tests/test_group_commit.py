@@ -198,3 +198,31 @@ def _count_citizens(rt: VaultRuntime) -> int:
     row = reader.first("SELECT count(*) FROM citizens", {})
     assert row is not None
     return int(str(row[0]))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_log_is_checkpointed_in_the_background(rt: VaultRuntime) -> None:
+    """The runtime's checkpointer copies the write-ahead log into the database file on its own
+    thread (so no commit pays for it), and nothing written is lost by it."""
+    checkpoints = rt.checkpoints
+    assert checkpoints is not None
+    citizen = _citizen(rt, "checkpoints")
+    futures = [rt.writes.submit(_note(rt, citizen, i)) for i in range(300)]
+    assert all(f.result(timeout=60) for f in futures)
+    deadline = time.monotonic() + 10
+    runs = checkpoints.runs
+    while checkpoints.runs < runs + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoints.runs >= runs + 2
+    # Everything is in the database file itself now: a copy of the file alone (no log) holds it.
+    database = rt.engine.url.database
+    assert database is not None
+    copy = Path(database).with_name("copy.db")
+    copy.write_bytes(Path(database).read_bytes())
+    with sqlite3.connect(copy) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM audit_entries WHERE citizen_id = ? AND action = 'test.note'",
+            (citizen,),
+        ).fetchone()
+    assert count == 300
+    assert sorted(_notes(rt, citizen)) == list(range(300))

@@ -14,12 +14,14 @@ from vault.catalogue import Catalogue, default_catalogue
 from vault.crypto.passphrase_wrap import KdfCost
 from vault.db import (
     LocalReader,
+    WalCheckpointer,
     is_sqlite,
     local_reader,
     make_engine,
     read_only,
     read_only_engine,
     unit_of_work,
+    wal_checkpointer,
 )
 from vault.group_commit import GroupCommitter
 from vault.login_throttle import LoginThrottle
@@ -36,6 +38,12 @@ from vault.services.portability import Portability
 from vault.services.reading import OwnRecords
 from vault.services.streams import StreamRegistry
 from vault.settings import Settings
+
+
+def _started(checkpointer: WalCheckpointer | None) -> WalCheckpointer | None:
+    if checkpointer is not None:
+        checkpointer.start()
+    return checkpointer
 
 
 def _group_committer(engine: Engine) -> GroupCommitter:
@@ -67,6 +75,8 @@ class VaultRuntime:
     writes: GroupCommitter
     #: One-row reads on the calling thread (SQLite files only; ``vault.db.LocalReader``).
     local_reads: LocalReader | None
+    #: Background checkpoints of SQLite's log (SQLite files only; started by :meth:`build`).
+    checkpoints: WalCheckpointer | None
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine | None = None) -> VaultRuntime:
@@ -114,14 +124,16 @@ class VaultRuntime:
             app_consents=AppConsents(consents, catalogue),
             writes=_group_committer(engine),
             local_reads=local_reader(engine),
+            checkpoints=_started(wal_checkpointer(engine)),
         )
 
     def close(self) -> None:
         """Finish queued writes, then close the database connections."""
         self.writes.close()
-        self.chunks.close()
         if self.local_reads is not None:
             self.local_reads.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
         self.engine.dispose()
 
     @contextmanager

@@ -10,11 +10,9 @@ returned in part.
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import nacl.public
@@ -65,8 +63,6 @@ def owner_key_opener(root_box_key: nacl.public.PrivateKey) -> KeyOpener:
 class ChunkStore:
     def __init__(self, workers: int = 2) -> None:
         self._workers = workers
-        self._pool: ThreadPoolExecutor | None = None  # for reads; made on first use (``_readers``)
-        self._pool_lock = threading.Lock()
 
     def write(self, session: Session, stream: Stream, frame: pl.DataFrame) -> WrittenChunk:
         """Encrypt ``frame`` as the stream's next chunk."""
@@ -110,8 +106,7 @@ class ChunkStore:
     ) -> pl.DataFrame:
         """Decrypt and decode chunks (all of the stream's by default), in sequence order.
 
-        Chunks are decrypted and decoded on the store's thread pool (``workers`` threads, shared by
-        every read, made on first use and ended by :meth:`close`) while the next rows are read
+        Chunks are decrypted and decoded on a small thread pool while the next rows are read
         (libsodium, SQLite and polars all release the GIL)."""
         rows: Iterable[Chunk | StoredChunk] = (
             chunks if chunks is not None else write_path.stored_chunks(session, stream.id)
@@ -140,41 +135,9 @@ class ChunkStore:
                 ) from exc
             return decode(plain, row.format, schema, columns)
 
-        pool = self._readers()
-        window = 2 * self._workers  # chunks of this read queued at once: reads sharing the pool
-        pending: deque[Future[pl.DataFrame]] = deque()  # take turns, a big one cannot hog it
-        frames: list[pl.DataFrame] = []
-        try:
-            for row in rows:
-                if len(pending) >= window:
-                    frames.append(pending.popleft().result())
-                pending.append(pool.submit(_one, row, _key(row)))
-            frames.extend(f.result() for f in pending)
-        except BaseException:
-            # As when each read had its own pool: nothing of this read is left running.
-            for future in pending:
-                future.cancel()
-            wait(pending)
-            raise
+        with ThreadPoolExecutor(max_workers=self._workers) as pool:
+            pending = [pool.submit(_one, row, _key(row)) for row in rows]
+            frames = [f.result() for f in pending]
         if not frames:
             return pl.DataFrame(schema=schema).select(list(columns) if columns else schema.names())
         return pl.concat(frames, how="vertical_relaxed", rechunk=False)
-
-    def _readers(self) -> ThreadPoolExecutor:
-        """The read pool, made on first use (again after :meth:`close`)."""
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(
-                        max_workers=self._workers, thread_name_prefix="chunk-read"
-                    )
-                pool = self._pool
-        return pool
-
-    def close(self) -> None:
-        """End the read pool's threads, after the chunks already handed to it (idempotent)."""
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
