@@ -80,7 +80,7 @@ def section(document: dict[str, Any], source: str) -> list[str]:
     return lines
 
 
-def render(paths: list[Path]) -> str:
+def render(paths: list[Path], note: str = "") -> str:
     lines = [
         "# Latest benchmark results",
         "",
@@ -89,6 +89,8 @@ def render(paths: list[Path]) -> str:
         "a ratio against a baseline measured in the same run on the same machine.",
         "",
     ]
+    if note:
+        lines += [note, ""]
     for path in paths:
         lines += section(json.loads(path.read_text()), path.name)
     return "\n".join(lines)
@@ -98,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("results", type=Path, nargs="+", help="results JSON files (bench --json)")
     parser.add_argument("-o", "--output", type=Path, help="write here instead of printing")
+    parser.add_argument("--note", default="", help="a paragraph to put above the results")
     args = parser.parse_args(argv)
-    page = render(args.results)
+    page = render(args.results, args.note)
     if args.output is None:
         print(page)
     else:
