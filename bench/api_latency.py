@@ -47,6 +47,7 @@ from pathlib import Path
 
 from bench import wrk
 from bench.core import BenchmarkInvalid, Context, Metric, Target, benchmark
+from bench.http_ingest import check_wrk_result
 from bench.latency_baseline_app import BODIES_VARIABLE, write_bodies
 from bench.loopback import call_json, request
 from bench.server_process import ServerProcess
@@ -243,18 +244,7 @@ def _drive(ctx: Context, side: Side, load: Load, seconds: int, spread: list[int]
     finally:
         sampler.cancel()
         sampler.join()
-    if result.requests == 0:
-        raise BenchmarkInvalid(f"{side.label}: wrk completed no request\n{result.output}")
-    if result.unexpected_status is None:
-        raise BenchmarkInvalid(f"{side.label}: the wrk script did not report statuses")
-    if result.unexpected_status or result.non_2xx_3xx:
-        raise BenchmarkInvalid(
-            f"{side.label}: {result.unexpected_status or result.non_2xx_3xx} of "
-            f"{result.requests} answers were not 200 with the expected body "
-            f"(first: {result.first_unexpected})"
-        )
-    if result.errors:
-        raise BenchmarkInvalid(f"{side.label}: socket errors {result.socket_errors}")
+    check_wrk_result(side.label, result, "200 with the expected body")
     for pct in (50, 99):
         if pct not in result.latency_ms:
             raise BenchmarkInvalid(f"wrk reported no {pct}th percentile:\n{result.output}")

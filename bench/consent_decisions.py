@@ -53,22 +53,9 @@ import nacl.bindings
 import polars as pl
 
 from bench.core import BenchmarkInvalid, Context, Metric, benchmark, best_and_median
+from bench.dp_query import QUERY
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-QUERY: dict[str, Any] = {
-    "department": "energy",
-    "purpose": "energy-planning",
-    "dataset": "energy.consumption",
-    "select": [
-        {"stat": "count"},
-        {"stat": "sum", "field": "kwh"},
-        {"stat": "mean", "field": "kwh"},
-        {"stat": "quantile", "field": "kwh", "q": 0.5},
-        {"stat": "histogram", "field": "kwh", "edges": [0, 1, 2, 5, 10, 50]},
-    ],
-    "group_by": ["district"],
-    "epsilon": 0.5,
-}
 #: The worker judge's rate is measured on at most this many consents (see below).
 JUDGE_SAMPLE = 20_000
 #: Cities this large are cached under ``bench/.cache`` (smaller ones take under a few seconds).

@@ -142,18 +142,20 @@ class Load:
     rounds: int
 
 
-def _check(side: Side, result: wrk.WrkResult, status: int) -> None:
+def check_wrk_result(label: str, result: wrk.WrkResult, expected: str) -> None:
+    """``BenchmarkInvalid`` unless wrk completed requests, all ``expected`` (e.g. "201"), with no
+    socket error (the wrk script counts the answers that were not)."""
     if result.requests == 0:
-        raise BenchmarkInvalid(f"{side.label}: wrk completed no request\n{result.output}")
+        raise BenchmarkInvalid(f"{label}: wrk completed no request\n{result.output}")
     if result.unexpected_status is None:
-        raise BenchmarkInvalid(f"{side.label}: the wrk script did not report statuses")
+        raise BenchmarkInvalid(f"{label}: the wrk script did not report statuses")
     if result.unexpected_status or result.non_2xx_3xx:
         raise BenchmarkInvalid(
-            f"{side.label}: {result.unexpected_status or result.non_2xx_3xx} of "
-            f"{result.requests} answers were not {status} (first: {result.first_unexpected})"
+            f"{label}: {result.unexpected_status or result.non_2xx_3xx} of "
+            f"{result.requests} answers were not {expected} (first: {result.first_unexpected})"
         )
     if result.errors:
-        raise BenchmarkInvalid(f"{side.label}: socket errors {result.socket_errors}")
+        raise BenchmarkInvalid(f"{label}: socket errors {result.socket_errors}")
 
 
 def drive(ctx: Context, side: Side, load: Load, seconds: int, status: int) -> wrk.WrkResult:
@@ -162,7 +164,7 @@ def drive(ctx: Context, side: Side, load: Load, seconds: int, status: int) -> wr
     result = wrk.run(
         side.url, side.script, threads=load.threads, connections=load.connections, seconds=seconds
     )
-    _check(side, result, status)
+    check_wrk_result(side.label, result, str(status))
     side.acknowledged += result.expected_status or 0
     ctx.log(
         f"  {side.label}: {result.requests_per_s:,.1f} requests/s, "
