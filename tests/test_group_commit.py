@@ -226,3 +226,33 @@ def test_the_log_is_checkpointed_in_the_background(rt: VaultRuntime) -> None:
         ).fetchone()
     assert count == 300
     assert sorted(_notes(rt, citizen)) == list(range(300))
+
+
+def test_one_idempotency_key_sent_at_once_lands_once_in_a_group(rt: VaultRuntime) -> None:
+    """Retries of one batch that arrive together share a group: the first stores the chunk, the
+    others see it in the same transaction and replay its answer (nothing is stored twice)."""
+    citizen = _citizen(rt, "retries")
+    with rt.unit_of_work() as session:
+        stream = rt.streams.create(session, citizen, "energy.consumption", "", "citizen")
+    body = b'[{"ts": "2026-03-01T00:00:00Z", "kwh": 2.5}]'
+    batch = rt.ingest.prepare_for_type(
+        "energy.consumption", stream.id, body, "application/json", "retry-1"
+    )
+
+    def append(session: Session):  # type: ignore[no-untyped-def]
+        return rt.ingest.commit(session, citizen, batch)
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(rt.writes.run(append) for _ in range(6)))
+
+    results = asyncio.run(main())
+    assert max(rt.writes.group_sizes) > 1
+    assert len({r.chunk_id for r in results}) == 1  # type: ignore[attr-defined]
+    assert sorted(r.replayed for r in results) == [False] + [True] * 5  # type: ignore[attr-defined]
+    with rt.reading() as session:
+        assert (
+            rt.streams.summary(
+                session, rt.streams.get_owned(session, citizen, stream.id)
+            ).record_count
+            == 1
+        )

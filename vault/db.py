@@ -290,12 +290,18 @@ class LocalReader:
             conn.close()
 
 
-def local_reader(engine: Engine) -> LocalReader | None:
-    """A :class:`LocalReader` for a SQLite file engine; ``None`` for PostgreSQL or in-memory."""
+def sqlite_file(engine: Engine) -> str | None:
+    """The database file of a SQLite engine; ``None`` for PostgreSQL or an in-memory database."""
     database = engine.url.database
     if not is_sqlite(engine) or not database or database == ":memory:":
         return None
-    return LocalReader(database)
+    return database
+
+
+def local_reader(engine: Engine) -> LocalReader | None:
+    """A :class:`LocalReader` for a SQLite file engine; ``None`` otherwise."""
+    path = sqlite_file(engine)
+    return None if path is None else LocalReader(path)
 
 
 class WalCheckpointer:
@@ -347,7 +353,5 @@ class WalCheckpointer:
 
 def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
     """A :class:`WalCheckpointer` for a SQLite file engine (not started); ``None`` otherwise."""
-    database = engine.url.database
-    if not is_sqlite(engine) or not database or database == ":memory:":
-        return None
-    return WalCheckpointer(database)
+    path = sqlite_file(engine)
+    return None if path is None else WalCheckpointer(path)

@@ -104,7 +104,6 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._loop_jobs: list[_LoopJob[Any]] = []
         self._drain_task: asyncio.Task[None] | None = None
-        self._drain_loop: asyncio.AbstractEventLoop | None = None
         #: Sizes of the recent groups committed (for the benchmarks and tests).
         self.group_sizes: list[int] = []
 
@@ -129,12 +128,16 @@ class GroupCommitter:
         """Run ``run`` in a group and return its result once committed (from async code; no
         thread is held while waiting)."""
         loop = asyncio.get_running_loop()
-        if self._open_unit_now is None or self._closed or self._drain_loop not in (None, loop):
+        draining = self._drain_task
+        if (
+            self._open_unit_now is None
+            or self._closed
+            or (draining is not None and draining.get_loop() is not loop)
+        ):
             return await asyncio.wrap_future(self.submit(run, order))
         job: _LoopJob[T] = _LoopJob(order, run, loop.create_future())
         self._loop_jobs.append(job)
-        if self._drain_task is None:
-            self._drain_loop = loop
+        if draining is None:
             self._drain_task = loop.create_task(self._drain())
         return await job.future
 
@@ -164,7 +167,6 @@ class GroupCommitter:
                     await self._commit_on_loop(live)
         finally:
             self._drain_task = None
-            self._drain_loop = None
 
     async def _commit_on_loop(self, jobs: list[_LoopJob[Any]]) -> None:
         assert self._open_unit_now is not None

@@ -116,43 +116,16 @@ class StreamRegistry:
         )
         if self._on_created is not None:
             self._on_created(session, owner, stream, private)
-        return StreamSummary(
-            id=stream.id,
-            stream_type=stream.stream_type,
-            schema_version=stream.schema_version,
-            label=stream.label,
-            created_at=stream.created_at,
-            chunk_count=0,
-            record_count=0,
-            key_generation=key.generation,
-        )
+        return _summary(stream, key.generation, 0, 0)
 
     def summary(self, session: Session, stream: Stream) -> StreamSummary:
         chunks, records = stream_repo.chunk_stats(session, stream.id)
         key = stream_repo.key(session, stream.current_key_id)
-        return StreamSummary(
-            id=stream.id,
-            stream_type=stream.stream_type,
-            schema_version=stream.schema_version,
-            label=stream.label,
-            created_at=stream.created_at,
-            chunk_count=chunks,
-            record_count=records,
-            key_generation=key.generation if key else 0,
-        )
+        return _summary(stream, key.generation if key else 0, chunks, records)
 
     def list(self, session: Session, citizen_id: str) -> list[StreamSummary]:
         return [
-            StreamSummary(
-                id=stream.id,
-                stream_type=stream.stream_type,
-                schema_version=stream.schema_version,
-                label=stream.label,
-                created_at=stream.created_at,
-                chunk_count=chunks,
-                record_count=records,
-                key_generation=generation,
-            )
+            _summary(stream, generation, chunks, records)
             for stream, generation, chunks, records in stream_repo.summaries_for_citizen(
                 session, citizen_id
             )
@@ -166,3 +139,16 @@ class StreamRegistry:
         if stream is None:
             raise NotFound(f"no stream {stream_id!r} in your vault")
         return stream
+
+
+def _summary(stream: Stream, key_generation: int, chunks: int, records: int) -> StreamSummary:
+    return StreamSummary(
+        id=stream.id,
+        stream_type=stream.stream_type,
+        schema_version=stream.schema_version,
+        label=stream.label,
+        created_at=stream.created_at,
+        chunk_count=chunks,
+        record_count=records,
+        key_generation=key_generation,
+    )
