@@ -20,7 +20,7 @@ from sqlmodel import Session
 from aggregation import repository
 from aggregation.query_spec import ValidatedQuery
 from consent.decision import AccessRequest, decide
-from consent.signing import VerifiedTerms
+from consent.signing import SignatureMemo, VerifiedTerms
 from consent.terms import ConsentEvent, DPLimits
 from vault.consent_models import StoredConsent
 from vault.repositories import citizens as citizen_repo
@@ -31,6 +31,9 @@ from vault.services.consent_registry import (
     terms_sha256,
     verify_stored_consent,
 )
+
+#: Consents judged together by :func:`admit` (their keys and histories are read in one go).
+ADMIT_SLICE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +109,18 @@ def admit(
     """The consents whose verified terms allow ``query`` at ``at``, one per citizen, by citizen
     (judged here, with the registry's memos)."""
     candidates = repository.candidate_consents(session, query.request.department, at)
-    allowed = registry.usable_consents(session, candidates, access_request(query, at))
-    out = [a for record, verified in allowed if (a := _admitted(record, verified)) is not None]
+    request = access_request(query, at)
+    out: list[AdmittedConsent] = []
+    # In slices, so that only a slice's parsed terms, keys and histories are alive at once (a
+    # parsed consent is ~13.5 KB of objects; all of a million-citizen city would not fit).
+    for first in range(0, len(candidates), ADMIT_SLICE):
+        allowed = registry.usable_consents(
+            session, candidates[first : first + ADMIT_SLICE], request
+        )
+        for record, verified in allowed:
+            admitted = _admitted(record, verified)
+            if admitted is not None:
+                out.append(admitted)
     return one_per_citizen(out)
 
 
@@ -136,10 +149,15 @@ def gather_evidence(
     ]
 
 
-def judge(evidence: Sequence[ConsentEvidence], request: AccessRequest) -> list[AdmittedConsent]:
+def judge(
+    evidence: Sequence[ConsentEvidence],
+    request: AccessRequest,
+    memo: SignatureMemo | None = None,
+) -> list[AdmittedConsent]:
     """The same judgment as :func:`admit` (the one verification, then the consent package's one
     decision function), on evidence already read: pure, so it runs on aggregation workers.
-    Anything that does not parse or verify is refused (fail closed)."""
+    Anything that does not parse or verify is refused (fail closed). ``memo``: signatures that
+    verified before (a worker keeps one across queries; a hit means these exact bytes verified)."""
     out = []
     for ev in evidence:
         try:
@@ -148,7 +166,7 @@ def judge(evidence: Sequence[ConsentEvidence], request: AccessRequest) -> list[A
                 for text, sig in ev.events
             ]
             signed = ConsentRegistry.signed_of(ev)
-            verified = verify_stored_consent(ev, signed, ev.verify_key, history, request.at)
+            verified = verify_stored_consent(ev, signed, ev.verify_key, history, request.at, memo)
         except (ConsentTampered, ValueError):
             continue
         if decide(verified, verified.status, request).allowed:

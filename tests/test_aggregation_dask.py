@@ -4,6 +4,7 @@ query through Dask releases like one through threads."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,18 @@ def test_dask_workers_hand_opendp_the_same_frame(client: TestClient) -> None:
         assert len(set(pids.values())) == 2  # two processes, not threads
         remote = combine(dask.run(shards, key, prepared.spec), prepared.spec)
         # The consent gate judged on the workers admits exactly what it admits here.
-        judged = dask.judge(shard(evidence, 3), consent_gate.access_request(prepared.query, now))
+        request = consent_gate.access_request(prepared.query, now)
+        judged = dask.judge(shard(evidence, 3), request)
         assert consent_gate.one_per_citizen(judged) == admitted
+        # Again, with the workers' signature memos warm: the same answer, and a consent whose
+        # signature was altered since is still refused (the memo keeps exact bytes only).
+        forged = next(e for e in evidence if e.id in {a.consent_id for a in admitted})
+        bad = bytes([forged.signature[0] ^ 1]) + forged.signature[1:]
+        again = [dataclasses.replace(e, signature=bad) if e is forged else e for e in evidence]
+        judged = dask.judge(shard(again, 3), request)
+        assert consent_gate.one_per_citizen(judged) == [
+            a for a in admitted if a.consent_id != forged.id
+        ]
     finally:
         dask.close()
     assert local.height > 0

@@ -118,7 +118,11 @@ class ConsentView:
     terms: dict[str, Any]
 
 
-_MEMO_ENTRIES = 1_000_000
+#: Parsed terms (and events) kept by their stored text. A parsed ``ConsentTerms`` holds about
+#: 13.5 KB of Python objects, so this bounds each memo near 2.7 GB; a city with more consents than
+#: this re-parses the rest on every query (the memo starts afresh when full) instead of holding
+#: 13.5 GB at 1,000,000 (docs/performance.md).
+_MEMO_ENTRIES = 200_000
 C = TypeVar("C", bound=StoredConsent)
 
 
