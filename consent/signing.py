@@ -41,7 +41,6 @@ from datetime import datetime
 import nacl.exceptions
 import nacl.signing
 
-from consent.canonical import canonical_json
 from consent.errors import SignatureInvalid
 from consent.terms import (
     ConsentEvent,
@@ -114,7 +113,7 @@ class VerifiedTerms:
 def sign_terms(terms: ConsentTerms, signing_key: nacl.signing.SigningKey) -> SignedTerms:
     """Sign ``canonical_json(terms.signable_dict())`` with the citizen's key (detached)."""
     public = bytes(signing_key.verify_key)
-    signature = signing_key.sign(canonical_json(terms.signable_dict())).signature
+    signature = signing_key.sign(terms.signable_bytes).signature
     return SignedTerms(
         terms=terms,
         signature=_b64(bytes(signature)),
@@ -126,7 +125,7 @@ def sign_terms(terms: ConsentTerms, signing_key: nacl.signing.SigningKey) -> Sig
 def sign_event(event: ConsentEvent, signing_key: nacl.signing.SigningKey) -> SignedEvent:
     """Sign ``canonical_json(event.signable_dict())`` with the citizen's key (detached)."""
     public = bytes(signing_key.verify_key)
-    signature = signing_key.sign(canonical_json(event.signable_dict())).signature
+    signature = signing_key.sign(event.signable_bytes).signature
     return SignedEvent(
         event=event,
         signature=_b64(bytes(signature)),
@@ -225,7 +224,7 @@ def verify_event(
     if signed.signature is None and signed.event.kind == "expired":
         return signed.event
     _check_signature(
-        canonical_json(signed.event.signable_dict()),
+        signed.event.signable_bytes,
         signed.signature,
         signed.public_key,
         signed.key_id,

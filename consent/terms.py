@@ -747,6 +747,18 @@ class ConsentEvent(FrozenModel):
         """The signed content of the event (its own schema IRI keeps it apart from terms)."""
         return self.model_dump(mode="json", by_alias=True)
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; the cached :attr:`signable_bytes` is dropped (it belongs to these values)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("signable_bytes", None)
+        return copy
+
+    @cached_property
+    def signable_bytes(self) -> bytes:
+        """``canonical_json(self.signable_dict())``, computed once per (immutable) event object,
+        as for :attr:`ConsentTerms.signable_bytes`."""
+        return canonical_json(self.signable_dict())
+
     @classmethod
     def for_terms(cls, terms: ConsentTerms, kind: EventKind, at: datetime) -> ConsentEvent:
         """An event of ``kind`` at ``at`` about exactly ``terms``."""
