@@ -90,9 +90,11 @@ def _insert_ignore(session: Session, table: type, rows: list[dict[str, object]])
         return
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(table).on_conflict_do_nothing()
+    # On the table, not the ORM entity: SQLAlchemy's ORM bulk insert spends Python per row.
+    stmt = insert(table.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
+    connection = session.connection()
     for first in range(0, len(rows), 5000):
-        session.execute(stmt, rows[first : first + 5000])
+        connection.execute(stmt, rows[first : first + 5000])
 
 
 class PrivacyLedger:
@@ -333,10 +335,10 @@ class PrivacyLedger:
                 f"({row.status} by the upkeep); nothing was released or charged: run it again",
                 headers={"Retry-After": "1"},
             )
-        contributions = repository.contributions_of_release(session, release_id)
+        contributions = repository.contribution_keys(session, release_id)
         refund_all = outcome == "cancelled"
         refund = row.epsilon if refund_all else row.epsilon - row.size_check_epsilon
-        partial = [c for c in contributions if outcome != "released" or c.consent_id not in kept]
+        partial = [c for c in contributions if outcome != "released" or c[0] not in kept]
         # Locks in the order reserve() takes them (department, then consents), so that a refund
         # and a reservation running at once cannot deadlock on PostgreSQL.
         if outcome != "released":
@@ -345,14 +347,12 @@ class PrivacyLedger:
             dept.releases = max(0, dept.releases - 1)
             session.add(dept)
             session.flush()
-        self._add_to_consents(
-            session, [(c.consent_id, c.period_start) for c in partial], -refund, -1
-        )
+        self._add_to_consents(session, partial, -refund, -1)
         if refund_all:
             repository.delete_contributions(session, release_id)
         else:
             repository.set_contribution_epsilon(
-                session, release_id, [c.consent_id for c in partial], row.epsilon - refund
+                session, release_id, [c[0] for c in partial], row.epsilon - refund
             )
             repository.mark_unnoticed(session, release_id)
         row.status = outcome

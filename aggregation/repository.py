@@ -160,10 +160,14 @@ def budgets_of_citizen(session: Session, citizen_id: str) -> Sequence[ConsentBud
     ).all()
 
 
-def contributions_of_release(session: Session, release_id: str) -> Sequence[ReleaseContribution]:
-    return session.exec(
-        select(ReleaseContribution).where(ReleaseContribution.release_id == release_id)
+def contribution_keys(session: Session, release_id: str) -> list[tuple[str, datetime]]:
+    """(consent id, period start) of every contribution of a release: plain columns, not ORM
+    objects (a city-wide release has one per contributing citizen)."""
+    table = ReleaseContribution.__table__  # type: ignore[attr-defined]
+    rows = session.execute(
+        select(table.c.consent_id, table.c.period_start).where(table.c.release_id == release_id)
     ).all()
+    return [(r[0], r[1] if r[1].tzinfo is not None else r[1].replace(tzinfo=UTC)) for r in rows]
 
 
 def unnoticed_contributions(session: Session, limit: int) -> Sequence[ReleaseContribution]:

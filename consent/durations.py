@@ -19,6 +19,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -99,9 +100,17 @@ class Duration:
 
 
 def parse_duration(text: str) -> Duration:
-    """Parse an ISO 8601 duration (see the module docstring); ``ValueError`` says what is wrong."""
+    """Parse an ISO 8601 duration (see the module docstring); ``ValueError`` says what is wrong.
+
+    Remembered by text (a :class:`Duration` is immutable): the budget ledger asks for the period
+    of every contributing consent of a release, and they share a handful of period texts."""
     if not isinstance(text, str):
         raise ValueError("a duration must be text such as P1M")
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(text: str) -> Duration:
     match = _PATTERN.fullmatch(text)
     if match is None or text.endswith("T"):
         raise ValueError(
