@@ -29,6 +29,7 @@ from typing import Any
 import polars as pl
 
 from aggregation import consent_gate, repository
+from aggregation.collector_pause import collector_paused
 from aggregation.contributions import BoundSpec, combine
 from aggregation.datasets import PROFILE, Dataset, datasets
 from aggregation.dp_measurements import MeasurementCache
@@ -150,6 +151,11 @@ class QueryService:
     # -- running -------------------------------------------------------------------------------
 
     def run(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
+        """Run ``request`` through the pipeline (module docstring) and return the release."""
+        with collector_paused():  # millions of live objects at city scale (collector_pause)
+            return self._run(principal, request)
+
+    def _run(self, principal: Principal, request: QueryRequest) -> dict[str, Any]:
         prepared = self.prepare(request)
         department = department_of(principal, request.department)
         query = prepared.query

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
+from aggregation.collector_pause import collector_paused
 from aggregation.consent_gate import AdmittedConsent, ConsentEvidence, judge
 from aggregation.contributions import BoundSpec, decrypt_and_bound
 from aggregation.sealed_material import SealedCitizen
@@ -118,7 +119,7 @@ class DaskShardRunner:
         client = self._connect()
         key = client.scatter(service_key, broadcast=True)
         spec_future = client.scatter(spec, broadcast=True)
-        return self._stream(client, decrypt_and_bound, shards, service_key=key, spec=spec_future)
+        return self._stream(client, bound_on_worker, shards, service_key=key, spec=spec_future)
 
     def _stream(
         self, client: Any, fn: Callable[..., R], shards: Sequence[Any], **kwargs: Any
@@ -179,7 +180,16 @@ def judge_on_worker(
     """:func:`aggregation.consent_gate.judge` with this worker process's signature memo."""
     if not _worker_memo:
         _worker_memo.append(SignatureMemo())
-    return judge(evidence, request, _worker_memo[0])
+    with collector_paused():
+        return judge(evidence, request, _worker_memo[0])
+
+
+def bound_on_worker(
+    shard: Sequence[SealedCitizen], service_key: bytes, spec: BoundSpec
+) -> pl.DataFrame:
+    """:func:`aggregation.contributions.decrypt_and_bound` on a worker, collector paused."""
+    with collector_paused():
+        return decrypt_and_bound(shard, service_key, spec)
 
 
 T = TypeVar("T")
