@@ -62,6 +62,9 @@ DEFINITION_CALLS = frozenset(
         # FastAPI declarations (routes are registered by decorators on definitions)
         "APIRouter", "Depends", "Security", "HTTPBearer", "HTTPBasic", "APIKeyHeader",
         "OAuth2PasswordBearer", "Query", "Header", "Body", "Path",
+        # a lock guarding process-wide state the standard library already holds (the collector's
+        # switch, aggregation/collector_pause.py): no I/O, nothing configured
+        "threading.Lock",
         # the project's own: a table lookup of constants
         "KdfCost.profile",
     }
