@@ -140,7 +140,9 @@ class DaskShardRunner:
 
         def submit_next() -> None:
             for index, part in todo:
-                [data] = client.scatter([part])
+                # hash=False: Dask would otherwise tokenize each shard to name it, which costs
+                # ten times pickling it (3.4 s against 0.26 s for 17,000 citizens' material).
+                [data] = client.scatter([part], hash=False)
                 future = client.submit(fn, data, pure=False, **kwargs)
                 pending[future] = index
                 done.add(future)  # type: ignore[no-untyped-call]
