@@ -139,6 +139,27 @@ class FrozenModel(BaseModel):
     )
 
 
+class SignedBody(FrozenModel):
+    """A model whose canonical JSON is signed (terms, events): :meth:`signable_dict` says what is
+    signed, and :attr:`signable_bytes` is its canonical JSON, computed once per (immutable) object:
+    verifying, digesting and deciding on thousands of consents would otherwise redo it."""
+
+    def signable_dict(self) -> dict[str, Any]:
+        """What is signed: every field, JSON-ready (subclasses say more)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; the cached :attr:`signable_bytes` is dropped (it belongs to these values)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("signable_bytes", None)
+        return copy
+
+    @cached_property
+    def signable_bytes(self) -> bytes:
+        """``canonical_json(self.signable_dict())``, computed once per object."""
+        return canonical_json(self.signable_dict())
+
+
 # --------------------------------------------------------------------------------------------------
 # Parts of the terms
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +298,7 @@ class RequestRef(FrozenModel):
 # --------------------------------------------------------------------------------------------------
 
 
-class ConsentTerms(FrozenModel):
+class ConsentTerms(SignedBody):
     """One version of a citizen's consent terms (see the module docstring for the fields)."""
 
     schema_iri: str = Field(default=TERMS_SCHEMA, alias="schema")
@@ -342,18 +363,6 @@ class ConsentTerms(FrozenModel):
         Sign and verify ``canonical_json(terms.signable_dict())``.
         """
         return self.model_dump(mode="json", by_alias=True)
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy; the cached :attr:`signable_bytes` is dropped (it belongs to these values)."""
-        copy = super().model_copy(update=update, deep=deep)
-        copy.__dict__.pop("signable_bytes", None)
-        return copy
-
-    @cached_property
-    def signable_bytes(self) -> bytes:
-        """``canonical_json(self.signable_dict())``, computed once per (immutable) terms object:
-        verifying, digesting and deciding on thousands of consents would otherwise redo it."""
-        return canonical_json(self.signable_dict())
 
     def category(self, stream_type: str) -> DataCategory | None:
         """The data category for ``stream_type``, or ``None``."""
@@ -728,7 +737,7 @@ def validate_terms(
 # --------------------------------------------------------------------------------------------------
 
 
-class ConsentEvent(FrozenModel):
+class ConsentEvent(SignedBody):
     """Something that happened to one version of a consent.
 
     ``given`` and ``renewed`` (re-affirmed) and ``withdrawn`` are acts of the citizen and are signed
@@ -746,18 +755,6 @@ class ConsentEvent(FrozenModel):
     def signable_dict(self) -> dict[str, Any]:
         """The signed content of the event (its own schema IRI keeps it apart from terms)."""
         return self.model_dump(mode="json", by_alias=True)
-
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy; the cached :attr:`signable_bytes` is dropped (it belongs to these values)."""
-        copy = super().model_copy(update=update, deep=deep)
-        copy.__dict__.pop("signable_bytes", None)
-        return copy
-
-    @cached_property
-    def signable_bytes(self) -> bytes:
-        """``canonical_json(self.signable_dict())``, computed once per (immutable) event object,
-        as for :attr:`ConsentTerms.signable_bytes`."""
-        return canonical_json(self.signable_dict())
 
     @classmethod
     def for_terms(cls, terms: ConsentTerms, kind: EventKind, at: datetime) -> ConsentEvent:
