@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from aggregation.sealed_material import SealedChunk, SealedCitizen
-from vault.chunk_codec import associated_data, decode
+from vault.chunk_codec import Decoded, assemble, associated_data, decode_part
 from vault.crypto.chunk_cipher import ChunkIntegrityError, EncryptedChunk, decrypt_chunk_with
 from vault.crypto.sealing import SealedOpenError, open_sealed_with, public_key_of
 
@@ -106,20 +106,18 @@ def _open_chunks(
 def _frame(opened: list[tuple[str, list[tuple[bytes, str]]]], schema: pl.Schema) -> pl.DataFrame:
     """Decode every chunk, concatenate once, and add the ``citizen`` column from row counts
     (one polars operation per shard, not per chunk: chunks are small and many)."""
-    frames: list[pl.DataFrame] = []
+    parts: list[Decoded] = []
     owners: list[str] = []
     counts: list[int] = []
     for citizen_id, chunks in opened:
         for plain, chunk_format in chunks:
-            frame = decode(plain, chunk_format, schema)
-            frames.append(frame)
+            part = decode_part(plain, chunk_format, schema)
+            parts.append(part)
             owners.append(citizen_id)
-            counts.append(frame.height)
-    if not frames:
+            counts.append(len(part))
+    if not parts:
         return pl.DataFrame(schema=pl.Schema([*schema.items(), (CITIZEN, pl.String())]))
-    whole = pl.concat(frames, how="vertical_relaxed", rechunk=True).select(
-        [pl.col(n).cast(t) for n, t in schema.items()]
-    )
+    whole = assemble(parts).rechunk().select([pl.col(n).cast(t) for n, t in schema.items()])
     citizen = pl.Series(CITIZEN, owners, dtype=pl.String).gather(
         np.repeat(np.arange(len(owners)), counts)
     )

@@ -255,7 +255,7 @@ def python_json(frame: pl.DataFrame) -> str:
     st.lists(st.floats() | st.none(), max_size=30),
     st.lists(st.integers(*I64) | st.none(), max_size=30),
     st.lists(st.text() | st.none(), max_size=30),
-    st.text(min_size=1),
+    st.text(min_size=1).filter(lambda n: n not in ("f", "i")),  # the other two columns' names
 )
 @example([0.0, -0.0, 1e-4, 9999999999999998.0, 1e15, 0.1 + 0.2], [], [], "x")
 @example([], [], ['\x00\x1f\x7f\u2028\u2029\ud7ff\ue000\U0010ffff"\\/\b\f\n\r\t'], 'k"\\\n')

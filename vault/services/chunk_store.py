@@ -19,7 +19,14 @@ import nacl.public
 import polars as pl
 from sqlmodel import Session
 
-from vault.chunk_codec import ChunkPlaintext, associated_data, decode, encode_frame
+from vault.chunk_codec import (
+    ChunkPlaintext,
+    Decoded,
+    assemble,
+    associated_data,
+    decode_part,
+    encode_frame,
+)
 from vault.clock import utcnow
 from vault.crypto.chunk_cipher import (
     ChunkIntegrityError,
@@ -121,7 +128,7 @@ class ChunkStore:
                 keys[row.stream_key_id] = open_key(key)
             return keys[row.stream_key_id]
 
-        def _one(row: Chunk | StoredChunk, key: nacl.public.PrivateKey) -> pl.DataFrame:
+        def _one(row: Chunk | StoredChunk, key: nacl.public.PrivateKey) -> Decoded:
             ad = associated_data(
                 stream.citizen_id, row.stream_id, row.seq, row.schema_version, row.format
             )
@@ -133,11 +140,11 @@ class ChunkStore:
                     "it may have been tampered with",
                     details=[{"chunk_id": row.id, "seq": row.seq}],
                 ) from exc
-            return decode(plain, row.format, schema, columns)
+            return decode_part(plain, row.format, schema, columns)
 
         with ThreadPoolExecutor(max_workers=self._workers) as pool:
             pending = [pool.submit(_one, row, _key(row)) for row in rows]
-            frames = [f.result() for f in pending]
-        if not frames:
+            parts = [f.result() for f in pending]
+        if not parts:
             return pl.DataFrame(schema=schema).select(list(columns) if columns else schema.names())
-        return pl.concat(frames, how="vertical_relaxed", rechunk=False)
+        return assemble(parts)
