@@ -98,7 +98,14 @@ VAULT_SCOPES = frozenset({"vault:read", "vault:append", "consent:read", "consent
 
 
 def _gate_of(route: APIRoute) -> tuple[str, frozenset[str]] | None:
-    """(audience, scopes) asked for by the route's ``vault.api.deps.require`` gate, if it has one."""
+    """(audience, scopes) asked for by the route's ``vault.api.deps.require`` gate, if it has one;
+    for a route that checks its token itself (``deps.admit_request``), the scopes its OpenAPI
+    operation declares (``deps.bearer_security``; the vault's audience)."""
+    declared = (route.openapi_extra or {}).get("security")
+    if declared:
+        return VAULT_AUDIENCE, frozenset(
+            s for requirement in declared for s in requirement["HTTPBearer"]
+        )
     stack = list(route.dependant.dependencies)
     while stack:
         dep = stack.pop()

@@ -51,25 +51,53 @@ def require(*scopes: str, audience: str = VAULT_AUDIENCE) -> Callable[..., Await
         rt: Runtime,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthenticated("sign in first: send 'Authorization: Bearer <access token>'")
-        principal = await resolve_bearer(rt, credentials.credentials)
-        if principal.audience != audience:
-            raise Unauthenticated(
-                "this access token was issued for another service",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-        missing = needed - principal.scopes
-        if missing:
-            raise InsufficientScope(
-                f"this access token lacks the scope(s): {', '.join(sorted(missing))}",
-                headers={
-                    "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(sorted(needed))}"'
-                },
-            )
-        return principal
+        token = credentials.credentials if credentials is not None else None
+        return await admit(rt, token, needed, audience)
 
     return _check
+
+
+def bearer_security(scopes: frozenset[str]) -> list[dict[str, list[str]]]:
+    """What a route that calls :func:`admit_request` itself declares as its OpenAPI operation's
+    ``security``: the bearer token that :func:`require` declares, with the scopes it needs (OpenAPI
+    3.1 lets a non-OAuth scheme name them)."""
+    return [{"HTTPBearer": sorted(scopes)}]
+
+
+async def admit_request(
+    request: Request, needed: frozenset[str], audience: str = VAULT_AUDIENCE
+) -> Principal:
+    """:func:`require`'s check called from inside a route, for the busiest route (appends), where
+    FastAPI's dependency resolution costs more than the check itself (docs/performance.md). The
+    route declares :func:`bearer_security` in its OpenAPI operation."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    usable = scheme.lower() == "bearer" and token.strip() != ""
+    rt: VaultRuntime = request.app.state.vault
+    return await admit(rt, token.strip() if usable else None, needed, audience)
+
+
+async def admit(
+    rt: VaultRuntime, token: str | None, needed: frozenset[str], audience: str
+) -> Principal:
+    """The one token check: a live token (``None``: none was sent) for ``audience`` carrying every
+    scope in ``needed``, or the error that says which of these it is not."""
+    if token is None:
+        raise Unauthenticated("sign in first: send 'Authorization: Bearer <access token>'")
+    principal = await resolve_bearer(rt, token)
+    if principal.audience != audience:
+        raise Unauthenticated(
+            "this access token was issued for another service",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    missing = needed - principal.scopes
+    if missing:
+        raise InsufficientScope(
+            f"this access token lacks the scope(s): {', '.join(sorted(missing))}",
+            headers={
+                "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(sorted(needed))}"'
+            },
+        )
+    return principal
 
 
 async def resolve_bearer(rt: VaultRuntime, token: str) -> Principal:
