@@ -22,16 +22,17 @@ Properties (tests: ``tests/test_aggregation_bounding.py``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 
+from aggregation.opened_keys import OpenedKeys
 from aggregation.sealed_material import SealedChunk, SealedCitizen
 from vault.chunk_codec import Decoded, assemble, associated_data, decode_part
-from vault.crypto.chunk_cipher import ChunkIntegrityError, EncryptedChunk, decrypt_chunk_with
+from vault.crypto.chunk_cipher import ChunkIntegrityError, decrypt_with_key
 from vault.crypto.sealing import SealedOpenError, open_sealed_with, public_key_of
 
 log = logging.getLogger("civic.aggregation")
@@ -68,12 +69,17 @@ class _Unreadable(Exception):
     pass
 
 
+# Opens a sealed box given the opener's public key, private key and the sealed bytes.
+Opener = Callable[[bytes, bytes, bytes], bytes]
+
+
 def _open_chunks(
     citizen: SealedCitizen,
     chunks: Sequence[SealedChunk],
     service_public: bytes,
     service_private: bytes,
     keys: dict[str, tuple[bytes, bytes]],
+    open_sealed: Opener,
 ) -> list[tuple[bytes, str]]:
     """The plaintext of each chunk (and its format); raises :class:`_Unreadable` on any failure."""
     grants = {key_id: (sealed, public) for key_id, sealed, public in citizen.grants}
@@ -86,7 +92,7 @@ def _open_chunks(
                 raise _Unreadable(f"no grant opens the key of chunk {chunk.chunk_id}")
             sealed, public = grant
             try:
-                pair = (public, open_sealed_with(service_public, service_private, sealed))
+                pair = (public, open_sealed(service_public, service_private, sealed))
             except SealedOpenError as exc:
                 raise _Unreadable(f"the grant for chunk {chunk.chunk_id} does not open") from exc
             keys[chunk.stream_key_id] = pair
@@ -94,10 +100,9 @@ def _open_chunks(
             citizen.citizen_id, chunk.stream_id, chunk.seq, chunk.schema_version, chunk.format
         )
         try:
-            plain = decrypt_chunk_with(
-                pair[0], pair[1], EncryptedChunk(chunk.ciphertext, chunk.sealed_key), ad
-            )
-        except ChunkIntegrityError as exc:
+            chunk_key = open_sealed(pair[0], pair[1], chunk.sealed_key)
+            plain = decrypt_with_key(chunk_key, chunk.ciphertext, ad)
+        except (SealedOpenError, ChunkIntegrityError) as exc:
             raise _Unreadable(f"chunk {chunk.chunk_id} failed its integrity check") from exc
         out.append((plain, chunk.format))
     return out
@@ -125,19 +130,28 @@ def _frame(opened: list[tuple[str, list[tuple[bytes, str]]]], schema: pl.Schema)
 
 
 def decrypt_shard(
-    shard: Sequence[SealedCitizen], service_key: bytes, spec: BoundSpec
+    shard: Sequence[SealedCitizen],
+    service_key: bytes,
+    spec: BoundSpec,
+    opened: OpenedKeys | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Open every chunk of the shard: (records with a ``citizen`` column, profile records or
-    ``None``). A citizen whose material does not open is left out entirely."""
+    ``None``). A citizen whose material does not open is left out entirely. ``opened``: keys
+    opened by earlier queries (:mod:`aggregation.opened_keys`); ``None``: every key is opened."""
+    open_sealed: Opener = opened.open if opened is not None else open_sealed_with
     service_public = public_key_of(service_key)
     records: list[tuple[str, list[tuple[bytes, str]]]] = []
     profiles: list[tuple[str, list[tuple[bytes, str]]]] = []
     for citizen in shard:
         keys: dict[str, tuple[bytes, bytes]] = {}
         try:
-            mine = _open_chunks(citizen, citizen.records, service_public, service_key, keys)
+            mine = _open_chunks(
+                citizen, citizen.records, service_public, service_key, keys, open_sealed
+            )
             theirs = (
-                _open_chunks(citizen, citizen.profile, service_public, service_key, keys)
+                _open_chunks(
+                    citizen, citizen.profile, service_public, service_key, keys, open_sealed
+                )
                 if spec.profile_schema is not None
                 else []
             )
@@ -194,10 +208,13 @@ def bound(records: pl.DataFrame, profiles: pl.DataFrame | None, spec: BoundSpec)
 
 
 def decrypt_and_bound(
-    shard: Sequence[SealedCitizen], service_key: bytes, spec: BoundSpec
+    shard: Sequence[SealedCitizen],
+    service_key: bytes,
+    spec: BoundSpec,
+    opened: OpenedKeys | None = None,
 ) -> pl.DataFrame:
     """One shard of whole citizens, decrypted and bounded (runs in a thread or a Dask task)."""
-    records, profiles = decrypt_shard(shard, service_key, spec)
+    records, profiles = decrypt_shard(shard, service_key, spec, opened)
     return bound(records, profiles, spec)
 
 

@@ -35,9 +35,9 @@ class AggregationRuntime:
     ) -> AggregationRuntime:
         settings = settings or AggregationSettings.from_env(vault.settings.extra)
         runner: ShardRunner = (
-            DaskShardRunner(settings.dask_scheduler, settings.workers)
+            DaskShardRunner(settings.dask_scheduler, settings.workers, settings.key_memo_seconds)
             if settings.executor == "dask"
-            else ThreadShardRunner(settings.workers)
+            else ThreadShardRunner(settings.workers, settings.key_memo_seconds)
         )
         ledger = PrivacyLedger(settings.department_epsilon_per_month)
         vault.erasure.add_hook(repository.delete_for_citizen)

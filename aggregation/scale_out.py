@@ -21,6 +21,7 @@ import polars as pl
 from aggregation.collector_pause import collector_paused
 from aggregation.consent_gate import AdmittedConsent, ConsentEvidence, judge
 from aggregation.contributions import BoundSpec, decrypt_and_bound
+from aggregation.opened_keys import OpenedKeys
 from aggregation.sealed_material import SealedCitizen
 from consent.decision import AccessRequest
 from consent.signing import SignatureMemo
@@ -52,8 +53,9 @@ class ThreadShardRunner:
     name = "in-process"
     judges_remotely = False
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, key_memo_seconds: float = 0.0) -> None:
         self._workers = max(1, workers)
+        self._opened = OpenedKeys(key_memo_seconds)
 
     def judge(
         self, shards: Sequence[Sequence[ConsentEvidence]], request: AccessRequest
@@ -63,10 +65,11 @@ class ThreadShardRunner:
     def run(
         self, shards: Sequence[Sequence[SealedCitizen]], service_key: bytes, spec: BoundSpec
     ) -> list[pl.DataFrame]:
+        opened = self._opened
         if len(shards) <= 1 or self._workers == 1:
-            return [decrypt_and_bound(s, service_key, spec) for s in shards]
+            return [decrypt_and_bound(s, service_key, spec, opened) for s in shards]
         with ThreadPoolExecutor(max_workers=self._workers) as pool:
-            return list(pool.map(lambda s: decrypt_and_bound(s, service_key, spec), shards))
+            return list(pool.map(lambda s: decrypt_and_bound(s, service_key, spec, opened), shards))
 
     def close(self) -> None:
         return None
@@ -79,9 +82,10 @@ class DaskShardRunner:
     name = "dask"
     judges_remotely = True
 
-    def __init__(self, address: str, workers: int) -> None:
+    def __init__(self, address: str, workers: int, key_memo_seconds: float = 0.0) -> None:
         self._address = address
         self._workers = max(1, workers)
+        self._key_memo_seconds = key_memo_seconds
         self._client: Any = None
         self._cluster: Any = None
         self._lock = threading.Lock()
@@ -119,7 +123,14 @@ class DaskShardRunner:
         client = self._connect()
         key = client.scatter(service_key, broadcast=True)
         spec_future = client.scatter(spec, broadcast=True)
-        return self._stream(client, bound_on_worker, shards, service_key=key, spec=spec_future)
+        return self._stream(
+            client,
+            bound_on_worker,
+            shards,
+            service_key=key,
+            spec=spec_future,
+            key_memo_seconds=self._key_memo_seconds,
+        )
 
     def _stream(
         self, client: Any, fn: Callable[..., R], shards: Sequence[Any], **kwargs: Any
@@ -186,12 +197,20 @@ def judge_on_worker(
         return judge(evidence, request, _worker_memo[0])
 
 
+#: Keys a worker process has opened, kept across queries (``aggregation.opened_keys``). Made on a
+#: worker's first shard, never at import.
+_worker_opened: list[OpenedKeys] = []
+
+
 def bound_on_worker(
-    shard: Sequence[SealedCitizen], service_key: bytes, spec: BoundSpec
+    shard: Sequence[SealedCitizen], service_key: bytes, spec: BoundSpec, key_memo_seconds: float
 ) -> pl.DataFrame:
-    """:func:`aggregation.contributions.decrypt_and_bound` on a worker, collector paused."""
+    """:func:`aggregation.contributions.decrypt_and_bound` on a worker, with this worker process's
+    opened keys, collector paused."""
+    if not _worker_opened:
+        _worker_opened.append(OpenedKeys(key_memo_seconds))
     with collector_paused():
-        return decrypt_and_bound(shard, service_key, spec)
+        return decrypt_and_bound(shard, service_key, spec, _worker_opened[0])
 
 
 T = TypeVar("T")

@@ -41,6 +41,9 @@ class AggregationSettings:
     measurement_cache_size: int = 64
     #: A reservation older than this was left by a crash and is cancelled (seconds).
     reservation_timeout_seconds: int = 900
+    #: How long opened stream and chunk keys are remembered between queries (seconds; 0: not at
+    #: all). See ``aggregation/opened_keys.py``.
+    key_memo_seconds: float = 900.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AggregationSettings:
@@ -64,4 +67,5 @@ class AggregationSettings:
             reservation_timeout_seconds=int(
                 _number(env, "CIVIC_AGGREGATION_RESERVATION_TIMEOUT", 900, 10, 86_400)
             ),
+            key_memo_seconds=_number(env, "CIVIC_AGGREGATION_KEY_MEMO_SECONDS", 900, 0, 86_400),
         )

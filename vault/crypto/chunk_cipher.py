@@ -15,7 +15,7 @@ import nacl.public
 import nacl.secret
 import nacl.utils
 
-from vault.crypto.sealing import SealedOpenError, open_sealed, open_sealed_with, seal_to
+from vault.crypto.sealing import SealedOpenError, open_sealed, seal_to
 
 
 class ChunkIntegrityError(Exception):
@@ -57,18 +57,4 @@ def decrypt_chunk(
     associated_data: bytes,
 ) -> bytes:
     chunk_key = open_chunk_key(stream_private_key, chunk.sealed_key)
-    return decrypt_with_key(chunk_key, chunk.ciphertext, associated_data)
-
-
-def decrypt_chunk_with(
-    stream_public_key: bytes,
-    stream_private_key: bytes,
-    chunk: EncryptedChunk,
-    associated_data: bytes,
-) -> bytes:
-    """:func:`decrypt_chunk` for bulk readers holding the stream key pair as bytes."""
-    try:
-        chunk_key = open_sealed_with(stream_public_key, stream_private_key, chunk.sealed_key)
-    except SealedOpenError as exc:
-        raise ChunkIntegrityError("chunk key does not open with this stream key") from exc
     return decrypt_with_key(chunk_key, chunk.ciphertext, associated_data)
