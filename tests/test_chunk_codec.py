@@ -105,6 +105,23 @@ def test_a_frame_is_compressed() -> None:
     assert len(plain.data) < frame.estimated_size() / 4
 
 
+def test_large_and_small_chunks_read_back_in_order() -> None:
+    """Large chunks are read by Arrow, small ones by polars (vault.chunk_codec._read_lz4_ipc):
+    both read back exactly, and mixed they assemble in order."""
+    large = frame_of([(i * 900_000_000, "bus", i % 100 / 1.0, 30.5) for i in range(20_000)])
+    small = frame_of([(5, "walk", 1.25, 3.0), (6, "metro", 2.5, 4.0)])
+    parts = []
+    for frame in (large, small, large, small, small, large):
+        plain = encode_frame(frame)
+        part = decode_part(plain.data, plain.format, SCHEMA)
+        assert isinstance(part, pl.DataFrame) == (frame is small)
+        parts.append(part)
+    expected = pl.concat([large, small, large, small, small, large])
+    assert assemble(parts).equals(expected)
+    plain = encode_frame(large)
+    assert decode(plain.data, plain.format, SCHEMA, ["mode"]).equals(large.select("mode"))
+
+
 @pytest.mark.parametrize(
     "data, reason",
     [

@@ -36,6 +36,8 @@ JSON_ROWS = "json-rows"
 FORMATS = (ARROW_IPC_LZ4, ARROW_IPC, JSON_ROWS)
 
 _LENGTH_BYTES = 8
+# Decoded chunks below this size are read by polars, larger ones by Arrow (see _read_lz4_ipc).
+_ARROW_READ_BYTES = 1 << 16
 # A decoded chunk larger than this is refused before anything is allocated: the length prefix is
 # authenticated, but a bound keeps one bad chunk from asking for all the memory there is.
 MAX_DECODED_BYTES = 1 << 31
@@ -66,7 +68,14 @@ def encode_frame(frame: pl.DataFrame) -> ChunkPlaintext:
     return ChunkPlaintext(ARROW_IPC_LZ4, data, frame.height)
 
 
-def _read_lz4_ipc(data: bytes, columns: Sequence[str] | None) -> pa.Table:
+# A chunk decoded as far as its format allows without holding the GIL (see decode_part).
+Decoded: TypeAlias = "pa.Table | pl.DataFrame"
+
+
+def _read_lz4_ipc(data: bytes, columns: Sequence[str] | None) -> Decoded:
+    """Small chunks are read by polars (per chunk, Arrow's reader and the later concatenation of
+    many tiny tables cost more: 32 against 14 µs for a 10-record chunk); larger ones by Arrow,
+    without copying the buffers."""
     if len(data) < _LENGTH_BYTES:
         raise ChunkFormatError("arrow-ipc-lz4 chunk shorter than its length prefix")
     size = int.from_bytes(data[:_LENGTH_BYTES], "little")
@@ -74,16 +83,17 @@ def _read_lz4_ipc(data: bytes, columns: Sequence[str] | None) -> pa.Table:
         raise ChunkFormatError(f"arrow-ipc-lz4 chunk claims {size} bytes decoded, over the limit")
     body = memoryview(data)[_LENGTH_BYTES:]
     try:
+        if size < _ARROW_READ_BYTES:
+            raw_bytes: bytes = _lz4().decompress(body, decompressed_size=size, asbytes=True)
+            return pl.read_ipc(
+                io.BytesIO(raw_bytes), memory_map=False, columns=list(columns) if columns else None
+            )
         raw = _lz4().decompress(body, decompressed_size=size)
         table = pa_ipc.open_file(pa.BufferReader(raw)).read_all()
-    except (pa.ArrowException, OSError, ValueError) as exc:
+    except (pa.ArrowException, pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise ChunkFormatError(f"arrow-ipc-lz4 chunk does not decode: {exc}") from exc
     selected: pa.Table = table.select(list(columns)) if columns else table
     return selected
-
-
-# A chunk decoded as far as its format allows without holding the GIL (see decode_part).
-Decoded: TypeAlias = "pa.Table | pl.DataFrame"
 
 
 def assemble(parts: Sequence[Decoded]) -> pl.DataFrame:
