@@ -20,7 +20,9 @@ Properties (tests: ``tests/test_opened_keys.py``):
   already holds the service's private key (the key that opens every grant), so it exposes nothing
   more to someone inside the process. Still, every entry is dropped at most ``max_age_seconds``
   after it was made (the memo starts afresh; ``CIVIC_AGGREGATION_KEY_MEMO_SECONDS``, 0 turns it
-  off), and at ``max_entries`` the memo starts afresh too.
+  off), and at ``max_entries`` the memo starts afresh too. Erasing a citizen empties this
+  process's memo at once (``AggregationRuntime`` registers :meth:`OpenedKeys.forget` as an
+  erasure hook); Dask workers' memos are left to expire.
 
 Safe to share between threads: a lost insert only costs an open.
 """
@@ -53,6 +55,11 @@ class OpenedKeys:
 
     def __len__(self) -> int:
         return len(self._opened)
+
+    def forget(self) -> None:
+        """Drop every entry (a citizen was erased: their keys leave memory with their rows)."""
+        self._opened = {}
+        self._born = self._clock()
 
     def open(self, public: bytes, private: bytes, sealed: bytes) -> bytes:
         """:func:`vault.crypto.sealing.open_sealed_with`, remembered. Raises as it does."""

@@ -41,6 +41,7 @@ class AggregationRuntime:
         )
         ledger = PrivacyLedger(settings.department_epsilon_per_month)
         vault.erasure.add_hook(repository.delete_for_citizen)
+        vault.erasure.add_hook(lambda _session, _citizen_id: runner.forget_opened_keys())
         cache = MeasurementCache(settings.measurement_cache_size)
         return cls(
             vault, settings, ledger, runner, QueryService(vault, settings, ledger, runner, cache)

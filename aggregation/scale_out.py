@@ -44,6 +44,10 @@ class ShardRunner(Protocol):
         self, shards: Sequence[Sequence[SealedCitizen]], service_key: bytes, spec: BoundSpec
     ) -> list[pl.DataFrame]: ...
 
+    def forget_opened_keys(self) -> None:
+        """Drop the keys this runner remembers in this process (see ``aggregation.opened_keys``)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -55,7 +59,7 @@ class ThreadShardRunner:
 
     def __init__(self, workers: int, key_memo_seconds: float = 0.0) -> None:
         self._workers = max(1, workers)
-        self._opened = OpenedKeys(key_memo_seconds)
+        self.opened = OpenedKeys(key_memo_seconds)
 
     def judge(
         self, shards: Sequence[Sequence[ConsentEvidence]], request: AccessRequest
@@ -65,11 +69,14 @@ class ThreadShardRunner:
     def run(
         self, shards: Sequence[Sequence[SealedCitizen]], service_key: bytes, spec: BoundSpec
     ) -> list[pl.DataFrame]:
-        opened = self._opened
+        opened = self.opened
         if len(shards) <= 1 or self._workers == 1:
             return [decrypt_and_bound(s, service_key, spec, opened) for s in shards]
         with ThreadPoolExecutor(max_workers=self._workers) as pool:
             return list(pool.map(lambda s: decrypt_and_bound(s, service_key, spec, opened), shards))
+
+    def forget_opened_keys(self) -> None:
+        self.opened.forget()
 
     def close(self) -> None:
         return None
@@ -166,6 +173,11 @@ class DaskShardRunner:
             future.release()
             submit_next()
         return [results[i] for i in range(len(shards))]
+
+    def forget_opened_keys(self) -> None:
+        # The workers' memos are in their processes; they expire (key_memo_seconds). Reaching
+        # every worker from inside an erasure's transaction could stall it on a slow cluster.
+        return None
 
     def close(self) -> None:
         with self._lock:

@@ -8,11 +8,14 @@ import dataclasses
 
 import nacl.public
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregation.contributions import decrypt_and_bound
 from aggregation.opened_keys import OpenedKeys
+from aggregation.scale_out import ThreadShardRunner
+from tests.conftest import DEFAULT_PASSPHRASE, Citizen
 from tests.test_aggregation_bounding import _sealed_citizen, profiles, records, spec
 from vault.crypto.sealing import SealedOpenError, open_sealed_with, seal_to
 
@@ -147,3 +150,18 @@ def test_a_release_frame_is_the_same_cold_warm_and_without_the_memo() -> None:
     }
     other = nacl.public.PrivateKey.generate()
     assert decrypt_and_bound(shard, bytes(other), spec(4), memo).height == 0
+
+
+def test_erasing_a_citizen_empties_the_memo(client: TestClient, alice: Citizen) -> None:
+    """Keys opened for queries leave this process's memory when a citizen is erased (with the
+    citizen's rows), not only when they expire."""
+    runner = client.app.state.aggregation.runner  # type: ignore[attr-defined]
+    assert isinstance(runner, ThreadShardRunner)
+    public, private = pair()
+    runner.opened.open(public, private, seal_to(public, b"a stream key"))
+    assert len(runner.opened) == 1
+    r = client.request(
+        "DELETE", "/v1/me", json={"passphrase": DEFAULT_PASSPHRASE}, headers=alice.auth
+    )
+    assert r.status_code == 200, r.text
+    assert len(runner.opened) == 0
