@@ -10,6 +10,7 @@ level (:mod:`aggregation.ledger`) then drops those whose own budget for the peri
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,13 +21,13 @@ from aggregation import repository
 from aggregation.query_spec import ValidatedQuery
 from consent.decision import AccessRequest, decide
 from consent.signing import SignatureMemo, VerifiedTerms
-from consent.terms import DPLimits
+from consent.terms import ConsentEvent, DPLimits
 from vault.consent_models import StoredConsent
 from vault.repositories import citizens as citizen_repo
 from vault.services.consent_registry import (
     ConsentRegistry,
     ConsentTampered,
-    ParsedConsents,
+    signed_event_of,
     terms_sha256,
     verify_stored_consent,
 )
@@ -152,19 +153,19 @@ def judge(
     evidence: Sequence[ConsentEvidence],
     request: AccessRequest,
     memo: SignatureMemo | None = None,
-    parsed: ParsedConsents | None = None,
 ) -> list[AdmittedConsent]:
     """The same judgment as :func:`admit` (the one verification, then the consent package's one
     decision function), on evidence already read: pure, so it runs on aggregation workers.
     Anything that does not parse or verify is refused (fail closed). ``memo``: signatures that
-    verified before; ``parsed``: terms and events parsed before (a worker keeps both across
-    queries; a hit means these exact bytes verified, or parsed to this value)."""
-    parsed = parsed if parsed is not None else ParsedConsents()
+    verified before (a worker keeps one across queries; a hit means these exact bytes verified)."""
     out = []
     for ev in evidence:
         try:
-            history = [parsed.signed_event(text, sig, ev.signing_key) for text, sig in ev.events]
-            signed = parsed.signed_terms(ev)
+            history = [
+                signed_event_of(ConsentEvent.model_validate(json.loads(text)), sig, ev.signing_key)
+                for text, sig in ev.events
+            ]
+            signed = ConsentRegistry.signed_of(ev)
             verified = verify_stored_consent(ev, signed, ev.verify_key, history, request.at, memo)
         except (ConsentTampered, ValueError):
             continue

@@ -25,12 +25,9 @@ from aggregation.opened_keys import OpenedKeys
 from aggregation.sealed_material import SealedCitizen
 from consent.decision import AccessRequest
 from consent.signing import SignatureMemo
-from vault.services.consent_registry import ParsedConsents
 
 #: Shards each Dask worker holds at once (one running, one queued so it never waits for data).
 IN_FLIGHT_PER_WORKER = 2
-#: Parsed terms (and events) each worker process keeps (see ``ParsedConsents``).
-WORKER_PARSED_ENTRIES = 100_000
 
 
 class ShardRunner(Protocol):
@@ -200,20 +197,16 @@ def _load_worker_libraries() -> None:
 #: verified before, so a second query over the same consents skips Ed25519; see
 #: ``consent.signing.SignatureMemo``). Made on a worker's first judgment, never at import.
 _worker_memo: list[SignatureMemo] = []
-#: Terms and events a worker process has parsed, kept across queries the same way (half the
-#: registry's bound per worker: two workers hold as much as one registry).
-_worker_parsed: list[ParsedConsents] = []
 
 
 def judge_on_worker(
     evidence: Sequence[ConsentEvidence], request: AccessRequest
 ) -> list[AdmittedConsent]:
-    """:func:`aggregation.consent_gate.judge` with this worker process's memos."""
+    """:func:`aggregation.consent_gate.judge` with this worker process's signature memo."""
     if not _worker_memo:
         _worker_memo.append(SignatureMemo())
-        _worker_parsed.append(ParsedConsents(WORKER_PARSED_ENTRIES))
     with collector_paused():
-        return judge(evidence, request, _worker_memo[0], _worker_parsed[0])
+        return judge(evidence, request, _worker_memo[0])
 
 
 #: Keys a worker process has opened, kept across queries (``aggregation.opened_keys``). Made on a

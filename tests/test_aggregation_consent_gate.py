@@ -23,12 +23,10 @@ from aggregation import consent_gate
 from aggregation.contributions import CITIZEN
 from aggregation.query_spec import QueryRequest
 from aggregation.sealed_material import ContributingConsent
-from consent.signing import SignatureMemo
 from server.migrate import upgrade_to_head
 from tests.aggregation_support import DISTRICTS, SMALL, energy_rows, publish_city
 from tests.conftest import Citizen, register
 from vault.clock import utcnow
-from vault.services.consent_registry import ParsedConsents
 from vault.settings import Settings
 
 ALL_STATS = ("count", "sum", "mean", "quantile", "histogram")
@@ -124,14 +122,8 @@ def bounded(client: TestClient, body: dict[str, Any]) -> tuple[bytes, set[str]]:
         admitted = consent_gate.admit(session, agg.vault.consents, prepared.query, now)
         evidence = consent_gate.gather_evidence(session, agg.vault.consents, "energy", now)
     # The workers' path (pure judgment on evidence) admits exactly the same consents.
-    request = consent_gate.access_request(prepared.query, now)
-    judged = consent_gate.judge(evidence, request)
+    judged = consent_gate.judge(evidence, consent_gate.access_request(prepared.query, now))
     assert consent_gate.one_per_citizen(judged) == admitted
-    # And with memos kept across calls (as a worker keeps them): the same answer, cold and warm.
-    memo, parsed = SignatureMemo(), ParsedConsents()
-    for _ in range(2):
-        judged = consent_gate.judge(evidence, request, memo, parsed)
-        assert consent_gate.one_per_citizen(judged) == admitted
     frame = agg.queries.bounded_frame(
         prepared,
         [ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted],

@@ -146,52 +146,6 @@ def signed_event_of(
     )
 
 
-class ParsedConsents:
-    """Parsed terms and events, kept by their exact stored text: parsing is a pure function of
-    those bytes, so a hit is what parsing would return (the models are immutable). Nothing is
-    decided here: status, validity and the decision are worked out afresh every time, and every
-    signature is checked against the parsed value (``verify_stored_consent``). At
-    ``max_entries`` a memo starts afresh. Used by the registry in this process and by each
-    aggregation worker process."""
-
-    def __init__(self, max_entries: int = _MEMO_ENTRIES) -> None:
-        self._max = max_entries
-        self._terms: dict[str, ConsentTerms] = {}
-        self._events: dict[str, ConsentEvent] = {}
-
-    def signed_terms(self, record: StoredConsent) -> SignedTerms:
-        """:meth:`ConsentRegistry.signed_of`, with the parsed terms remembered."""
-        terms = self._terms.get(record.terms_json)
-        if terms is None:
-            signed = ConsentRegistry.signed_of(record)
-            if len(self._terms) >= self._max:
-                self._terms.clear()
-            self._terms[record.terms_json] = signed.terms
-            return signed
-        # Built without validation: ``terms`` was validated when it was parsed (and is immutable),
-        # the strings are our own encodings of the stored bytes, and verification checks every
-        # part anyway. Validating again re-ran the terms' consistency checks on every consent of
-        # every query (a third of a warm consent gate).
-        return SignedTerms.model_construct(
-            terms=terms,
-            signature=b64(record.signature),
-            public_key=b64(record.signing_key),
-            key_id=key_id_for(record.signing_key),
-        )
-
-    def signed_event(
-        self, event_json: str, signature: bytes | None, signing_key: bytes
-    ) -> SignedEvent:
-        """A stored event parsed (remembered by its text) and paired with its signature."""
-        event = self._events.get(event_json)
-        if event is None:
-            event = ConsentEvent.model_validate(json.loads(event_json))
-            if len(self._events) >= self._max:
-                self._events.clear()
-            self._events[event_json] = event
-        return signed_event_of(event, signature, signing_key)
-
-
 def verify_stored_consent(
     record: StoredConsent,
     signed: SignedTerms,
@@ -227,7 +181,8 @@ class ConsentRegistry:
         # on the same thousands of consents again costs hashes. They change no answer: the
         # status, the validity window and the decision are worked out afresh every time.
         self._signatures = SignatureMemo()
-        self._parsed = ParsedConsents()
+        self._parsed_terms: dict[str, ConsentTerms] = {}
+        self._parsed_events: dict[str, ConsentEvent] = {}
 
     # -- reference data ------------------------------------------------------------------------
 
@@ -277,6 +232,35 @@ class ConsentRegistry:
             key_id=key_id_for(record.signing_key),
         )
 
+    def _signed_memo(self, record: StoredConsent) -> SignedTerms:
+        """:meth:`signed_of`, with the parsed terms remembered by their exact stored text."""
+        terms = self._parsed_terms.get(record.terms_json)
+        if terms is None:
+            signed = self.signed_of(record)
+            if len(self._parsed_terms) >= _MEMO_ENTRIES:
+                self._parsed_terms.clear()
+            self._parsed_terms[record.terms_json] = signed.terms
+            return signed
+        # Built without validation: ``terms`` was validated when it was parsed (and is immutable),
+        # the strings are our own encodings of the stored bytes, and verification checks every
+        # part anyway. Validating again re-ran the terms' consistency checks on every consent of
+        # every query (a third of a warm consent gate).
+        return SignedTerms.model_construct(
+            terms=terms,
+            signature=b64(record.signature),
+            public_key=b64(record.signing_key),
+            key_id=key_id_for(record.signing_key),
+        )
+
+    def _signed_event(self, row: StoredConsentEvent, signing_key: bytes) -> SignedEvent:
+        event = self._parsed_events.get(row.event_json)
+        if event is None:
+            event = ConsentEvent.model_validate(json.loads(row.event_json))
+            if len(self._parsed_events) >= _MEMO_ENTRIES:
+                self._parsed_events.clear()
+            self._parsed_events[row.event_json] = event
+        return signed_event_of(event, row.signature, signing_key)
+
     def history(self, session: Session, record: ConsentRecord) -> list[SignedEvent]:
         """Every event of every version of this consent (status needs them all)."""
         return self._histories(session, [record])[record.id]
@@ -300,13 +284,7 @@ class ConsentRegistry:
         self, session: Session, records: Sequence[StoredConsent]
     ) -> dict[str, list[SignedEvent]]:
         stored = self.stored_histories(session, records)
-        return {
-            r.id: [
-                self._parsed.signed_event(e.event_json, e.signature, r.signing_key)
-                for e in stored[r.id]
-            ]
-            for r in records
-        }
+        return {r.id: [self._signed_event(e, r.signing_key) for e in stored[r.id]] for r in records}
 
     def verify(self, session: Session, record: ConsentRecord, now: datetime) -> VerifiedTerms:
         """Verified terms, or :class:`ConsentTampered` / the consent's own reason (withdrawn,
@@ -329,7 +307,7 @@ class ConsentRegistry:
         if verify_key is None:
             raise ConsentTampered(f"consent {record.id} names no citizen of this vault")
         return verify_stored_consent(
-            record, self._parsed.signed_terms(record), verify_key, history, now, self._signatures
+            record, self._signed_memo(record), verify_key, history, now, self._signatures
         )
 
     def decide(
