@@ -83,6 +83,8 @@ def _open_chunks(
 ) -> list[tuple[bytes, str]]:
     """The plaintext of each chunk (and its format); raises :class:`_Unreadable` on any failure."""
     grants = {key_id: (sealed, public) for key_id, sealed, public in citizen.grants}
+    # A writer's consecutive chunks share one sealed chunk key (vault.chunk_write_keys).
+    chunk_keys: dict[tuple[str, bytes], bytes] = {}
     out = []
     for chunk in chunks:
         pair = keys.get(chunk.stream_key_id)
@@ -100,7 +102,9 @@ def _open_chunks(
             citizen.citizen_id, chunk.stream_id, chunk.seq, chunk.schema_version, chunk.format
         )
         try:
-            chunk_key = open_sealed(pair[0], pair[1], chunk.sealed_key)
+            entry = (chunk.stream_key_id, chunk.sealed_key)
+            chunk_key = chunk_keys.get(entry) or open_sealed(pair[0], pair[1], chunk.sealed_key)
+            chunk_keys[entry] = chunk_key
             plain = decrypt_with_key(chunk_key, chunk.ciphertext, ad)
         except (SealedOpenError, ChunkIntegrityError) as exc:
             raise _Unreadable(f"chunk {chunk.chunk_id} failed its integrity check") from exc

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from vault.catalogue import Catalogue, default_catalogue
+from vault.chunk_write_keys import WriterChunkKeys
 from vault.crypto.passphrase_wrap import KdfCost
 from vault.db import (
     LocalReader,
@@ -44,6 +45,13 @@ def _started(checkpointer: WalCheckpointer | None) -> WalCheckpointer | None:
     if checkpointer is not None:
         checkpointer.start()
     return checkpointer
+
+
+def _erasure(accounts: CitizenAccounts, writer_keys: WriterChunkKeys) -> Erasure:
+    """Erasure that also drops the erased citizen's chunk keys from this process's writer."""
+    erasure = Erasure(accounts)
+    erasure.add_hook(lambda _session, citizen_id: writer_keys.forget_citizen(citizen_id))
+    return erasure
 
 
 def _group_committer(engine: Engine) -> GroupCommitter:
@@ -95,7 +103,7 @@ class VaultRuntime:
         )
         consents = ConsentRegistry(audit, keys)
         streams = StreamRegistry(catalogue, audit, on_created=consents.on_stream_created)
-        chunks = ChunkStore()
+        chunks = ChunkStore(WriterChunkKeys(settings.chunk_key_reuse_seconds))
         records = OwnRecords(
             catalogue,
             streams,
@@ -118,7 +126,7 @@ class VaultRuntime:
             portability=Portability(
                 catalogue, streams, records, chunks, audit, consents, settings.max_records_per_batch
             ),
-            erasure=Erasure(accounts),
+            erasure=_erasure(accounts, chunks.writer_keys),
             consents=consents,
             departments=Departments(consents),
             app_consents=AppConsents(consents, catalogue),

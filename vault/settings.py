@@ -47,6 +47,7 @@ class Settings:
     compact_min_chunks: int = 16
     compact_small_chunk_records: int = 1000
     expiry_interval_seconds: int = 60
+    chunk_key_reuse_seconds: int = 300
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -83,6 +84,7 @@ class Settings:
             login_max_lockout_seconds=_int(env, "CIVIC_LOGIN_MAX_LOCKOUT", 900, minimum=1),
             compact_min_chunks=_int(env, "CIVIC_COMPACT_MIN_CHUNKS", 16, minimum=2),
             expiry_interval_seconds=_int(env, "CIVIC_EXPIRY_INTERVAL", 60, minimum=1),
+            chunk_key_reuse_seconds=_int(env, "CIVIC_CHUNK_KEY_REUSE_SECONDS", 300),
             # Settings parsed where they are used: OAuth, aggregation, rate limits.
             extra={
                 k: v

@@ -1,9 +1,15 @@
-"""Encrypting one chunk: XChaCha20-Poly1305 under a fresh chunk key, the key sealed to the stream key.
+"""Encrypting one chunk: XChaCha20-Poly1305 under a chunk key, the key sealed to the stream key.
 
 Property: the ciphertext reveals nothing but its length; the chunk opens only for a holder of the
 stream's private key; flipping any byte of the ciphertext, the sealed chunk key or the associated data
 (citizen, stream, sequence, schema version) makes :func:`decrypt_chunk` raise
-:class:`ChunkIntegrityError`. A fresh random key per chunk means nonce reuse cannot happen across chunks.
+:class:`ChunkIntegrityError`.
+
+A chunk key is random and used only for chunks of the one stream whose key it is sealed to: one chunk
+(:func:`encrypt_chunk`), or a writer's consecutive chunks (:func:`encrypt_chunk_under`, with keys from
+:class:`vault.chunk_write_keys.WriterChunkKeys`). Each encryption draws a fresh random 192-bit nonce
+(XChaCha20), so reusing a key for many chunks never reuses a nonce in practice, and the associated
+data differs per chunk (its sequence number), so no chunk can stand in for another.
 """
 
 from __future__ import annotations
@@ -28,13 +34,32 @@ class EncryptedChunk:
     sealed_key: bytes
 
 
+@dataclass(frozen=True)
+class ChunkKey:
+    """A random chunk key and the same key sealed to one stream's public key."""
+
+    key: bytes
+    sealed_key: bytes
+
+
+def new_chunk_key(stream_public_key: bytes) -> ChunkKey:
+    key = nacl.utils.random(nacl.secret.Aead.KEY_SIZE)
+    return ChunkKey(key=key, sealed_key=seal_to(stream_public_key, key))
+
+
+def encrypt_chunk_under(
+    plaintext: bytes, associated_data: bytes, chunk_key: ChunkKey
+) -> EncryptedChunk:
+    """Encrypt one chunk under ``chunk_key`` (a fresh random nonce each time)."""
+    ciphertext = bytes(nacl.secret.Aead(chunk_key.key).encrypt(plaintext, aad=associated_data))
+    return EncryptedChunk(ciphertext=ciphertext, sealed_key=chunk_key.sealed_key)
+
+
 def encrypt_chunk(
     plaintext: bytes, associated_data: bytes, stream_public_key: bytes
 ) -> EncryptedChunk:
-    chunk_key = nacl.utils.random(nacl.secret.Aead.KEY_SIZE)
-    box = nacl.secret.Aead(chunk_key)
-    ciphertext = bytes(box.encrypt(plaintext, aad=associated_data))
-    return EncryptedChunk(ciphertext=ciphertext, sealed_key=seal_to(stream_public_key, chunk_key))
+    """Encrypt one chunk under a key of its own."""
+    return encrypt_chunk_under(plaintext, associated_data, new_chunk_key(stream_public_key))
 
 
 def open_chunk_key(stream_private_key: nacl.public.PrivateKey, sealed_key: bytes) -> bytes:

@@ -27,12 +27,13 @@ from vault.chunk_codec import (
     decode_part,
     encode_frame,
 )
+from vault.chunk_write_keys import WriterChunkKeys
 from vault.clock import utcnow
 from vault.crypto.chunk_cipher import (
     ChunkIntegrityError,
-    EncryptedChunk,
-    decrypt_chunk,
-    encrypt_chunk,
+    decrypt_with_key,
+    encrypt_chunk_under,
+    open_chunk_key,
 )
 from vault.crypto.sealing import SealedOpenError, open_sealed
 from vault.errors import IntegrityFailure, NotFound
@@ -68,8 +69,10 @@ def owner_key_opener(root_box_key: nacl.public.PrivateKey) -> KeyOpener:
 
 
 class ChunkStore:
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, writer_keys: WriterChunkKeys | None = None, workers: int = 2) -> None:
         self._workers = workers
+        #: Chunk keys reused for a stream's consecutive chunks (None: a key per chunk).
+        self.writer_keys = writer_keys if writer_keys is not None else WriterChunkKeys(0)
 
     def write(self, session: Session, stream: Stream, frame: pl.DataFrame) -> WrittenChunk:
         """Encrypt ``frame`` as the stream's next chunk."""
@@ -87,7 +90,8 @@ class ChunkStore:
         ad = associated_data(
             stream.citizen_id, stream.id, seq, stream.schema_version, plaintext.format
         )
-        sealed = encrypt_chunk(plaintext.data, ad, stream.public_key)
+        chunk_key = self.writer_keys.key_for(stream.citizen_id, stream.id, stream.public_key)
+        sealed = encrypt_chunk_under(plaintext.data, ad, chunk_key)
         chunk_id = uuid.uuid4().hex
         write_path.insert_chunk(
             session,
@@ -128,12 +132,23 @@ class ChunkStore:
                 keys[row.stream_key_id] = open_key(key)
             return keys[row.stream_key_id]
 
+        # Chunks a writer wrote under one key share its sealed bytes: open each once per read and
+        # stream key (threads may race on an insert; that only costs an open).
+        opened: dict[tuple[str, bytes], bytes] = {}
+
+        def _chunk_key(row: Chunk | StoredChunk, key: nacl.public.PrivateKey) -> bytes:
+            entry = (row.stream_key_id, bytes(row.sealed_key))
+            found = opened.get(entry)
+            if found is None:
+                found = opened[entry] = open_chunk_key(key, entry[1])
+            return found
+
         def _one(row: Chunk | StoredChunk, key: nacl.public.PrivateKey) -> Decoded:
             ad = associated_data(
                 stream.citizen_id, row.stream_id, row.seq, row.schema_version, row.format
             )
             try:
-                plain = decrypt_chunk(key, EncryptedChunk(row.ciphertext, row.sealed_key), ad)
+                plain = decrypt_with_key(_chunk_key(row, key), row.ciphertext, ad)
             except ChunkIntegrityError as exc:
                 raise IntegrityFailure(
                     f"chunk {row.id} of stream {stream.id} failed its integrity check; "
