@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from aggregation import repository
+from aggregation.bounded_shards import BoundedShards
 from aggregation.dp_measurements import MeasurementCache
 from aggregation.ledger import PrivacyLedger
 from aggregation.query_service import QueryService
@@ -42,9 +43,15 @@ class AggregationRuntime:
         ledger = PrivacyLedger(settings.department_epsilon_per_month)
         vault.erasure.add_hook(repository.delete_for_citizen)
         vault.erasure.add_hook(lambda _session, _citizen_id: runner.forget_opened_keys())
+        frames = BoundedShards(settings.frame_memo_seconds)
+        vault.erasure.add_hook(lambda _session, _citizen_id: frames.forget())
         cache = MeasurementCache(settings.measurement_cache_size)
         return cls(
-            vault, settings, ledger, runner, QueryService(vault, settings, ledger, runner, cache)
+            vault,
+            settings,
+            ledger,
+            runner,
+            QueryService(vault, settings, ledger, runner, cache, frames),
         )
 
     def deliver_notices(self) -> int:

@@ -44,6 +44,9 @@ class AggregationSettings:
     #: How long opened stream and chunk keys are remembered between queries (seconds; 0: not at
     #: all). See ``aggregation/opened_keys.py``.
     key_memo_seconds: float = 900.0
+    #: How long bounded frames of shards are remembered between queries (seconds; 0: not at
+    #: all). See ``aggregation/bounded_shards.py``.
+    frame_memo_seconds: float = 900.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AggregationSettings:
@@ -68,4 +71,5 @@ class AggregationSettings:
                 _number(env, "CIVIC_AGGREGATION_RESERVATION_TIMEOUT", 900, 10, 86_400)
             ),
             key_memo_seconds=_number(env, "CIVIC_AGGREGATION_KEY_MEMO_SECONDS", 900, 0, 86_400),
+            frame_memo_seconds=_number(env, "CIVIC_AGGREGATION_FRAME_MEMO_SECONDS", 900, 0, 86_400),
         )
