@@ -40,7 +40,7 @@ from sqlmodel import Session
 from aggregation import repository
 from aggregation.consent_gate import AdmittedConsent
 from aggregation.errors import DepartmentBudgetExceeded, ReservationLost
-from aggregation.periods import calendar_month, consent_period
+from aggregation.periods import ConsentPeriods, calendar_month
 from aggregation.tables import (
     ConsentBudget,
     DepartmentBudget,
@@ -100,6 +100,7 @@ def _insert_ignore(session: Session, table: type, rows: list[dict[str, object]])
 class PrivacyLedger:
     def __init__(self, default_department_epsilon: float) -> None:
         self._default = default_department_epsilon
+        self._periods = ConsentPeriods()
 
     # -- department level ----------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class PrivacyLedger:
                 ],
             )
         periods = {
-            a.consent_id: consent_period(a.not_before, a.limits.period, at) for a in admitted
+            a.consent_id: self._periods.period(a.not_before, a.limits.period, at) for a in admitted
         }
         _insert_ignore(
             session,

@@ -56,6 +56,28 @@ def consent_period(not_before: datetime, period: str, at: datetime) -> tuple[dat
     return _times(duration, n).add_to(not_before), _times(duration, n + 1).add_to(not_before)
 
 
+class ConsentPeriods:
+    """:func:`consent_period`, remembered: a city's consents are asked for their period at every
+    release (about 17 µs each), and the answer changes only when ``at`` leaves it. A remembered
+    period is returned only while it contains ``at``, and the period that contains ``at`` is
+    unique, so the answer is always :func:`consent_period`'s. Holds at most ``max_entries``
+    anchors (then starts afresh). Safe to share between threads."""
+
+    def __init__(self, max_entries: int = 1_000_000) -> None:
+        self._max_entries = max_entries
+        self._known: dict[tuple[datetime, str], tuple[datetime, datetime]] = {}
+
+    def period(self, not_before: datetime, period: str, at: datetime) -> tuple[datetime, datetime]:
+        known = self._known.get((not_before, period))
+        if known is not None and known[0] <= at < known[1]:
+            return known
+        found = consent_period(not_before, period, at)
+        if len(self._known) >= self._max_entries:
+            self._known = {}
+        self._known[(not_before, period)] = found
+        return found
+
+
 def calendar_month(at: datetime) -> tuple[datetime, datetime]:
     """The calendar month (UTC) ``[start, end)`` that contains ``at``."""
     moment = at.astimezone(UTC)
