@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from collections.abc import Callable, Sequence
 import polars as pl
 
 from aggregation.contributions import BoundSpec
-from aggregation.sealed_material import SealedChunk, SealedCitizen
+from aggregation.sealed_material import SealedCitizen
 
 #: Rows kept at most, over all remembered frames (about 60 bytes a row: ~600 MB).
 MAX_ROWS = 10_000_000
@@ -63,41 +64,35 @@ def shard_by_citizen(citizens: Sequence[SealedCitizen], size: int) -> list[list[
     return [s for s in shards if s]
 
 
-def _field(parts: list[bytes], value: bytes) -> None:
-    parts.append(len(value).to_bytes(8, "little"))
-    parts.append(value)
-
-
-def _chunks(parts: list[bytes], chunks: Sequence[SealedChunk]) -> None:
-    _field(parts, len(chunks).to_bytes(8, "little"))
-    for c in chunks:
-        _field(parts, c.chunk_id.encode())
-        _field(parts, c.stream_id.encode())
-        _field(parts, c.seq.to_bytes(8, "little", signed=True))
-        _field(parts, c.schema_version.to_bytes(8, "little", signed=True))
-        _field(parts, c.format.encode())
-        _field(parts, c.stream_key_id.encode())
-        _field(parts, c.ciphertext)
-        _field(parts, c.sealed_key)
+def _citizen(parts: list[bytes], citizen: SealedCitizen) -> None:
+    """One citizen's material as a header of numbers (counts, sequence numbers, schema versions
+    and the length of every field) followed by the fields: unambiguous, and one ``pack`` a
+    citizen (this runs for every citizen of every query)."""
+    numbers: list[int] = [len(citizen.records), len(citizen.profile), len(citizen.grants)]
+    fields: list[bytes] = [citizen.citizen_id.encode(), citizen.consent_id.encode()]
+    for chunk in (*citizen.records, *citizen.profile):
+        numbers += (chunk.seq, chunk.schema_version)
+        fields += (
+            chunk.chunk_id.encode(),
+            chunk.stream_id.encode(),
+            chunk.format.encode(),
+            chunk.stream_key_id.encode(),
+            chunk.ciphertext,
+            chunk.sealed_key,
+        )
+    for key_id, sealed, public in citizen.grants:
+        fields += (key_id.encode(), sealed, public)
+    numbers += map(len, fields)
+    parts.append(struct.pack(f"<{len(numbers)}q", *numbers))
+    parts.extend(fields)
 
 
 def shard_digest(shard: Sequence[SealedCitizen], service_public: bytes, spec: BoundSpec) -> bytes:
     """The digest of every input of ``decrypt_and_bound(shard, key, spec)`` (see the module)."""
-    parts: list[bytes] = []
-    _field(parts, _DIGEST_VERSION)
-    _field(parts, service_public)
-    _field(parts, repr(spec).encode())
-    _field(parts, len(shard).to_bytes(8, "little"))
+    head = (_DIGEST_VERSION, service_public, repr(spec).encode())
+    parts: list[bytes] = [struct.pack("<4q", len(shard), *map(len, head)), *head]
     for citizen in shard:
-        _field(parts, citizen.citizen_id.encode())
-        _field(parts, citizen.consent_id.encode())
-        _chunks(parts, citizen.records)
-        _chunks(parts, citizen.profile)
-        _field(parts, len(citizen.grants).to_bytes(8, "little"))
-        for key_id, sealed, public in citizen.grants:
-            _field(parts, key_id.encode())
-            _field(parts, sealed)
-            _field(parts, public)
+        _citizen(parts, citizen)
     return hashlib.blake2b(b"".join(parts), digest_size=32).digest()
 
 
