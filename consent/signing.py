@@ -234,23 +234,27 @@ def verify_event(
     return signed.event
 
 
-def verify_signed_terms(
+@dataclass(frozen=True)
+class SignedHistory:
+    """Terms and their history whose signatures all verified under one key: everything
+    :func:`verify_signed_terms` checks that does not depend on the time. Only
+    :func:`verify_signatures` makes these; :func:`judge_at` finishes the check for a moment."""
+
+    terms: ConsentTerms
+    key_id: str
+    history: tuple[ConsentEvent, ...]
+
+
+def verify_signatures(
     signed: SignedTerms,
     expected_verify_key: bytes,
-    now: datetime,
     events: Iterable[SignedEvent] = (),
     memo: SignatureMemo | None = None,
-) -> VerifiedTerms:
-    """Check everything a recipient must check before relying on signed terms.
-
-    In order: the public key is ``expected_verify_key`` (the subject's key from the caller's own
-    registry), the key id matches it, the Ed25519 signature verifies over
-    ``canonical_json(terms.signable_dict())``; every event about this consent (same id) verifies
-    under the same key; ``now`` is inside ``not_before`` <= now < ``not_after``; and the status
-    derived from the events (:func:`consent.terms.consent_status`) is ``given`` or ``renewed``.
-    Raises :class:`~consent.errors.SignatureInvalid` with a ``reason`` otherwise.
-    """
-    now = as_utc(now)
+) -> SignedHistory:
+    """The first half of :func:`verify_signed_terms`: the key, the key id and the Ed25519
+    signature of the terms, then every event about them (same terms id) under the same key.
+    A pure function of its arguments (``memo`` only skips repeating a verification). Raises
+    :class:`~consent.errors.SignatureInvalid` with a ``reason``."""
     key_id = _check_signature(
         signed.signed_message(),
         signed.signature,
@@ -272,13 +276,42 @@ def verify_signed_terms(
                 f"the {item.event.kind} event of {iso_utc(item.event.at)} does not verify "
                 f"({exc.reason})",
             ) from None
+    return SignedHistory(terms=terms, key_id=key_id, history=tuple(history))
+
+
+def judge_at(signed: SignedHistory, now: datetime) -> VerifiedTerms:
+    """The second half of :func:`verify_signed_terms`: ``now`` inside the validity window and the
+    status derived from the verified history (:func:`consent.terms.consent_status`) ``given`` or
+    ``renewed``. Raises :class:`~consent.errors.SignatureInvalid` with a ``reason``."""
+    now = as_utc(now)
+    terms = signed.terms
     if now < terms.validity.not_before:
         raise SignatureInvalid(
             "not_yet_valid", f"the terms apply from {iso_utc(terms.validity.not_before)}"
         )
-    status = consent_status(terms, history, now)
+    status = consent_status(terms, list(signed.history), now)
     if status == "expired":
         raise SignatureInvalid("expired", f"the terms ended at {iso_utc(terms.validity.not_after)}")
     if status in ("withdrawn", "superseded"):
         raise SignatureInvalid(status, f"the citizen's history says this consent is {status}")
-    return VerifiedTerms(terms=terms, status=status, key_id=key_id, verified_at=now)
+    return VerifiedTerms(terms=terms, status=status, key_id=signed.key_id, verified_at=now)
+
+
+def verify_signed_terms(
+    signed: SignedTerms,
+    expected_verify_key: bytes,
+    now: datetime,
+    events: Iterable[SignedEvent] = (),
+    memo: SignatureMemo | None = None,
+) -> VerifiedTerms:
+    """Check everything a recipient must check before relying on signed terms.
+
+    In order: the public key is ``expected_verify_key`` (the subject's key from the caller's own
+    registry), the key id matches it, the Ed25519 signature verifies over
+    ``canonical_json(terms.signable_dict())``; every event about this consent (same id) verifies
+    under the same key (:func:`verify_signatures`); ``now`` is inside ``not_before`` <= now <
+    ``not_after``; and the status derived from the events (:func:`consent.terms.consent_status`)
+    is ``given`` or ``renewed`` (:func:`judge_at`). Raises
+    :class:`~consent.errors.SignatureInvalid` with a ``reason`` otherwise.
+    """
+    return judge_at(verify_signatures(signed, expected_verify_key, events, memo), now)

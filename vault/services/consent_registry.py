@@ -38,11 +38,13 @@ from consent.request_templates import DEPARTMENT_NAMES, DIMENSION_NAMES, FIELD_N
 from consent.signing import (
     SignatureMemo,
     SignedEvent,
+    SignedHistory,
     SignedTerms,
     VerifiedTerms,
     give,
+    judge_at,
     key_id_for,
-    verify_signed_terms,
+    verify_signatures,
     withdraw,
 )
 from consent.summary import Vocabulary, plain_summary
@@ -146,6 +148,41 @@ def signed_event_of(
     )
 
 
+def verify_stored_signatures(
+    record: StoredConsent,
+    signed: SignedTerms,
+    verify_key: bytes | None,
+    history: list[SignedEvent],
+    memo: SignatureMemo | None = None,
+) -> SignedHistory:
+    """The part of :func:`verify_stored_consent` that does not depend on the time: the citizen
+    exists, the terms name them, and every signature verifies (``consent.signing.verify_signatures``).
+    Pure. Raises :class:`ConsentTampered`."""
+    if verify_key is None:
+        raise ConsentTampered(f"consent {record.id} names no citizen of this vault")
+    if signed.terms.subject != record.citizen_id:
+        raise ConsentTampered(f"consent {record.id}: the terms name another subject")
+    try:
+        return verify_signatures(signed, verify_key, history, memo)
+    except SignatureInvalid as exc:
+        raise _tampered(record, exc) from None
+
+
+def judge_stored(record: StoredConsent, signed: SignedHistory, now: datetime) -> VerifiedTerms:
+    """The rest of :func:`verify_stored_consent`: the validity window and status at ``now``."""
+    try:
+        return judge_at(signed, now)
+    except SignatureInvalid as exc:
+        raise _tampered(record, exc) from None
+
+
+def _tampered(record: StoredConsent, exc: SignatureInvalid) -> ConsentTampered:
+    return ConsentTampered(
+        f"consent {record.id} does not verify: {exc.reason}",
+        details=[{"reason": exc.reason}],
+    )
+
+
 def verify_stored_consent(
     record: StoredConsent,
     signed: SignedTerms,
@@ -159,17 +196,33 @@ def verify_stored_consent(
     the signature and the whole signed history verify (``consent.signing.verify_signed_terms``).
     Pure: runs in this process or on an aggregation worker. Raises :class:`ConsentTampered` with
     the consent's own reason (withdrawn, expired, bad signature)."""
-    if verify_key is None:
-        raise ConsentTampered(f"consent {record.id} names no citizen of this vault")
-    if signed.terms.subject != record.citizen_id:
-        raise ConsentTampered(f"consent {record.id}: the terms name another subject")
-    try:
-        return verify_signed_terms(signed, verify_key, now, history, memo)
-    except SignatureInvalid as exc:
-        raise ConsentTampered(
-            f"consent {record.id} does not verify: {exc.reason}",
-            details=[{"reason": exc.reason}],
-        ) from None
+    return judge_stored(
+        record, verify_stored_signatures(record, signed, verify_key, history, memo), now
+    )
+
+
+def _evidence_digest(
+    record: StoredConsent, verify_key: bytes, events: Sequence[StoredConsentEvent]
+) -> bytes:
+    """SHA-256 of everything :func:`verify_stored_signatures` reads about a stored consent, each
+    part length-prefixed: its id and citizen, the stored terms, signature and signing key, the
+    citizen's key, and every stored event of its history with its signature, in order."""
+    parts = [
+        record.id.encode(),
+        record.citizen_id.encode(),
+        record.terms_json.encode(),
+        bytes(record.signature),
+        bytes(record.signing_key),
+        verify_key,
+    ]
+    for event in events:
+        parts.append(event.event_json.encode())
+        parts.append(b"\x00" if event.signature is None else b"\x01" + bytes(event.signature))
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.digest()
 
 
 class ConsentRegistry:
@@ -183,6 +236,8 @@ class ConsentRegistry:
         self._signatures = SignatureMemo()
         self._parsed_terms: dict[str, ConsentTerms] = {}
         self._parsed_events: dict[str, ConsentEvent] = {}
+        # Stored consents whose signatures and history verified, by a digest of those bytes.
+        self._verified: dict[bytes, SignedHistory] = {}
 
     # -- reference data ------------------------------------------------------------------------
 
@@ -310,6 +365,30 @@ class ConsentRegistry:
             record, self._signed_memo(record), verify_key, history, now, self._signatures
         )
 
+    def _verify_remembered(
+        self,
+        record: StoredConsent,
+        verify_key: bytes | None,
+        events: Sequence[StoredConsentEvent],
+        now: datetime,
+    ) -> VerifiedTerms:
+        """:meth:`_verify` with the signature half remembered by a digest of every stored byte it
+        reads (``_evidence_digest``): the same bytes verify the same way, so only the validity
+        window and the status are worked out again at ``now``. Failures are not remembered."""
+        if verify_key is None:
+            raise ConsentTampered(f"consent {record.id} names no citizen of this vault")
+        digest = _evidence_digest(record, verify_key, events)
+        signed = self._verified.get(digest)
+        if signed is None:
+            history = [self._signed_event(e, record.signing_key) for e in events]
+            signed = verify_stored_signatures(
+                record, self._signed_memo(record), verify_key, history, self._signatures
+            )
+            if len(self._verified) >= _MEMO_ENTRIES:
+                self._verified.clear()
+            self._verified[digest] = signed
+        return judge_stored(record, signed, now)
+
     def decide(
         self, session: Session, record: ConsentRecord, request: AccessRequest
     ) -> tuple[Decision, VerifiedTerms | None]:
@@ -322,11 +401,11 @@ class ConsentRegistry:
         """:meth:`decide` for many consents at once: the citizens' keys and the histories are
         fetched in a few queries for all of them (a city-wide statistic asks about thousands)."""
         keys = citizen_repo.verify_keys(session, {r.citizen_id for r in records})
-        histories = self._histories(session, records)
+        histories = self.stored_histories(session, records)
         out: list[tuple[Decision, VerifiedTerms | None]] = []
         for record in records:
             try:
-                verified = self._verify(
+                verified = self._verify_remembered(
                     record, keys.get(record.citizen_id), histories[record.id], request.at
                 )
             except ConsentTampered as exc:
