@@ -63,36 +63,33 @@ def gather_sealed(
     """The sealed material of every consent in ``consents``, in their order (by citizen id)."""
     citizens = {c.citizen_id for c in consents}
     types = [dataset, PROFILE] if with_profile and dataset != PROFILE else [dataset]
-    streams = {
-        sid: (citizen, kind)
-        for sid, citizen, kind in repository.streams_of(session, citizens, types)
-    }
-    chunks = repository.chunks_of(session, streams)
     digests = {c.consent_id: c.terms_sha256 for c in consents}
-    grants: dict[str, dict[str, bytes]] = {}
-    for consent_id, key_id, sealed, digest in repository.grants_of(session, grantee, digests):
+    grants: dict[str, dict[str, tuple[bytes, bytes]]] = {}
+    for consent_id, key_id, sealed, digest, public in repository.grants_with_public_keys(
+        session, grantee, digests
+    ):
         if digests.get(consent_id) == digest:
-            grants.setdefault(consent_id, {})[key_id] = sealed
-    publics = repository.stream_public_keys(
-        session, {key_id for mine in grants.values() for key_id in mine}
-    )
+            grants.setdefault(consent_id, {})[key_id] = (sealed, public)
     per_citizen: dict[str, tuple[list[SealedChunk], list[SealedChunk]]] = {
         c: ([], []) for c in citizens
     }
-    for chunk in sorted(chunks, key=lambda c: (c.stream_id, c.seq)):
-        citizen, kind = streams[chunk.stream_id]
+    # Rows come with each stream's chunks in sequence order.
+    for (
+        citizen,
+        kind,
+        chunk_id,
+        stream_id,
+        seq,
+        version,
+        fmt,
+        key_id,
+        ciphertext,
+        sealed,
+    ) in repository.chunks_of_citizens(session, citizens, types):
         records, profile = per_citizen[citizen]
-        target = records if kind == dataset else profile
-        target.append(
+        (records if kind == dataset else profile).append(
             SealedChunk(
-                chunk_id=chunk.id,
-                stream_id=chunk.stream_id,
-                seq=chunk.seq,
-                schema_version=chunk.schema_version,
-                format=chunk.format,
-                stream_key_id=chunk.stream_key_id,
-                ciphertext=bytes(chunk.ciphertext),
-                sealed_key=bytes(chunk.sealed_key),
+                chunk_id, stream_id, seq, version, fmt, key_id, bytes(ciphertext), bytes(sealed)
             )
         )
     out = []
@@ -105,9 +102,8 @@ def gather_sealed(
                 records=tuple(records),
                 profile=tuple(profile),
                 grants=tuple(
-                    (key_id, sealed, publics[key_id])
-                    for key_id, sealed in sorted(grants.get(c.consent_id, {}).items())
-                    if key_id in publics
+                    (key_id, sealed, public)
+                    for key_id, (sealed, public) in sorted(grants.get(c.consent_id, {}).items())
                 ),
             )
         )
