@@ -787,7 +787,6 @@ def consent_status(
     the decision refuses requests outside the validity window on its own.
     """
     now = as_utc(now)
-    digest = terms_digest(terms)
     mine = [e for e in events if e.terms_id == terms.id]
     this = [e for e in mine if e.terms_version == terms.version]
     if any(e.kind == "withdrawn" for e in this):
@@ -796,7 +795,8 @@ def consent_status(
         return "superseded"
     if now >= terms.validity.not_after or any(e.kind == "expired" for e in this):
         return "expired"
-    if any(e.kind == "renewed" and e.terms_digest == digest for e in this):
+    renewals = [e for e in this if e.kind == "renewed"]
+    if renewals and any(e.terms_digest == terms_digest(terms) for e in renewals):
         return "renewed"
     return "given"
 
