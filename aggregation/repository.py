@@ -59,8 +59,8 @@ def chunks_of_citizens(
 ) -> list[Any]:
     """The chunks of the citizens' streams of these types, with each stream's citizen and type:
     plain rows (citizen_id, stream_type, id, stream_id, seq, schema_version, format,
-    stream_key_id, ciphertext, sealed_key), each stream's chunks in sequence order. One joined
-    query per slice of citizens, no ORM: a city-wide release reads every chunk of the city."""
+    stream_key_id, ciphertext, sealed_key), in no particular order. One joined query per slice
+    of citizens, no ORM: a city-wide release reads every chunk of the city."""
     chunks = Chunk.__table__  # type: ignore[attr-defined]
     streams = Stream.__table__  # type: ignore[attr-defined]
     columns = [
@@ -87,8 +87,9 @@ def chunks_of_citizens(
             connection.execute(
                 select(*columns)
                 .select_from(chunks.join(streams, streams.c.id == chunks.c.stream_id))
+                # No ORDER BY: SQLite would then walk the whole chunks index in order for every
+                # slice (a full scan each time, measured at 100,000 citizens); callers sort.
                 .where(streams.c.citizen_id.in_(part), streams.c.stream_type.in_(stream_types))
-                .order_by(chunks.c.stream_id, chunks.c.seq)
             ).all()
         )
     return out

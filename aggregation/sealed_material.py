@@ -73,7 +73,6 @@ def gather_sealed(
     per_citizen: dict[str, tuple[list[SealedChunk], list[SealedChunk]]] = {
         c: ([], []) for c in citizens
     }
-    # Rows come with each stream's chunks in sequence order.
     for (
         citizen,
         kind,
@@ -95,6 +94,9 @@ def gather_sealed(
     out = []
     for c in consents:
         records, profile = per_citizen[c.citizen_id]
+        for chunks in (records, profile):
+            if len(chunks) > 1:  # each stream's chunks in sequence order
+                chunks.sort(key=lambda chunk: (chunk.stream_id, chunk.seq))
         out.append(
             SealedCitizen(
                 citizen_id=c.citizen_id,
