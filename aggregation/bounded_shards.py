@@ -41,6 +41,7 @@ import polars as pl
 
 from aggregation.contributions import BoundSpec
 from aggregation.sealed_material import SealedCitizen
+from vault.crypto.sealing import public_key_of
 
 #: Rows kept at most, over all remembered frames (about 60 bytes a row: ~600 MB).
 MAX_ROWS = 10_000_000
@@ -94,6 +95,33 @@ def shard_digest(shard: Sequence[SealedCitizen], service_public: bytes, spec: Bo
     for citizen in shard:
         _citizen(parts, citizen)
     return hashlib.blake2b(b"".join(parts), digest_size=32).digest()
+
+
+#: A runner's ``run``: shards, the service key and the spec in; one bounded frame per shard out.
+ShardRun = Callable[[list[list[SealedCitizen]], bytes, BoundSpec], list[pl.DataFrame]]
+
+
+def bound_shards(
+    shards: list[list[SealedCitizen]],
+    service_key: bytes,
+    spec: BoundSpec,
+    run: ShardRun,
+    memo: BoundedShards,
+) -> list[pl.DataFrame]:
+    """Each shard's bounded frame, in order: the remembered ones from ``memo``, the others made by
+    ``run`` in one call (threads or Dask workers) and then remembered."""
+    parts: list[pl.DataFrame | None] = [None] * len(shards)
+    digests: list[bytes] = []
+    if memo.enabled:
+        service_public = public_key_of(service_key)
+        digests = [shard_digest(s, service_public, spec) for s in shards]
+        parts = [memo.get(d) for d in digests]
+    todo = [i for i, part in enumerate(parts) if part is None]
+    for i, made in zip(todo, run([shards[i] for i in todo], service_key, spec), strict=True):
+        parts[i] = made
+        if digests:
+            memo.put(digests[i], made)
+    return [p for p in parts if p is not None]
 
 
 class BoundedShards:

@@ -29,7 +29,7 @@ from typing import Any
 import polars as pl
 
 from aggregation import consent_gate, repository
-from aggregation.bounded_shards import BoundedShards, shard_by_citizen, shard_digest
+from aggregation.bounded_shards import BoundedShards, bound_shards, shard_by_citizen
 from aggregation.collector_pause import collector_paused
 from aggregation.contributions import BoundSpec, combine
 from aggregation.datasets import PROFILE, Dataset, datasets
@@ -51,7 +51,6 @@ from aggregation.sealed_material import ContributingConsent, gather_sealed
 from aggregation.settings import AggregationSettings
 from aggregation.tables import DPRelease
 from vault.clock import utcnow
-from vault.crypto.sealing import public_key_of
 from vault.errors import Forbidden, NotFound
 from vault.principal import Principal
 from vault.runtime import VaultRuntime
@@ -268,22 +267,9 @@ class QueryService:
             )
         clock.done("read sealed chunks")
         service_key = bytes(self._vault.consents.grantee_private_key("aggregation"))
-        spec = prepared.spec
         shards = shard_by_citizen(sealed, self._settings.shard_citizens)
-        parts: list[pl.DataFrame | None] = [None] * len(shards)
-        digests: list[bytes] = []
-        if self.frames.enabled:
-            service_public = public_key_of(service_key)
-            digests = [shard_digest(s, service_public, spec) for s in shards]
-            parts = [self.frames.get(d) for d in digests]
-        todo = [i for i, part in enumerate(parts) if part is None]
-        for i, made in zip(
-            todo, self._runner.run([shards[i] for i in todo], service_key, spec), strict=True
-        ):
-            parts[i] = made
-            if digests:
-                self.frames.put(digests[i], made)
-        frame = combine([p for p in parts if p is not None], spec)
+        parts = bound_shards(shards, service_key, prepared.spec, self._runner.run, self.frames)
+        frame = combine(parts, prepared.spec)
         clock.done("decrypt and bound")
         return frame
 

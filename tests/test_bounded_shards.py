@@ -13,8 +13,13 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation.bounded_shards import BoundedShards, shard_by_citizen, shard_digest
-from aggregation.contributions import decrypt_and_bound
+from aggregation.bounded_shards import (
+    BoundedShards,
+    bound_shards,
+    shard_by_citizen,
+    shard_digest,
+)
+from aggregation.contributions import BoundSpec, decrypt_and_bound
 from aggregation.sealed_material import SealedCitizen
 from tests.conftest import DEFAULT_PASSPHRASE, Citizen
 from tests.test_aggregation_bounding import _sealed_citizen, profiles, records, spec
@@ -173,30 +178,24 @@ def test_zero_seconds_turns_the_memo_off() -> None:
 def test_the_service_frame_is_the_same_warm_cold_and_without_the_memo(
     memo_seconds: float,
 ) -> None:
-    """Through ``QueryService.bounded_frame``'s path (shards, digests, runner): the second query
+    """Through ``bound_shards`` (what ``QueryService.bounded_frame`` calls): the second query
     reuses every shard and gives the byte-identical frame; a changed chunk is recomputed."""
     from aggregation.contributions import combine
     from aggregation.scale_out import ThreadShardRunner
 
     service = nacl.public.PrivateKey.generate()
-    public = public_key_of(bytes(service))
     city = _city({c: 3 + i % 7 for i, c in enumerate("abcdefghijklmnop")}, service)
     runner = ThreadShardRunner(2)
     memo = BoundedShards(max_age_seconds=memo_seconds)
     computed: list[int] = []
 
+    def run(shards: list[list[SealedCitizen]], key: bytes, bound: BoundSpec) -> list[pl.DataFrame]:
+        computed.append(len(shards))
+        return runner.run(shards, key, bound)
+
     def frame(citizens: list[SealedCitizen]) -> bytes:
         shards = shard_by_citizen(citizens, 4)
-        digests = [shard_digest(s, public, spec(3)) for s in shards]
-        parts = [memo.get(d) for d in digests]
-        todo = [i for i, p in enumerate(parts) if p is None]
-        computed.append(len(todo))
-        for i, made in zip(
-            todo, runner.run([shards[i] for i in todo], bytes(service), spec(3)), strict=True
-        ):
-            parts[i] = made
-            memo.put(digests[i], made)
-        return _bytes(combine([p for p in parts if p is not None], spec(3)))
+        return _bytes(combine(bound_shards(shards, bytes(service), spec(3), run, memo), spec(3)))
 
     direct = _bytes(combine([decrypt_and_bound(city, bytes(service), spec(3))], spec(3)))
     cold = frame(city)
