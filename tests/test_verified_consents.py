@@ -156,3 +156,37 @@ def test_a_warm_registry_judges_as_a_fresh_one_after_every_change(
     _same_as_fresh(client)
     _execute(client, "DELETE FROM consent_events WHERE id = :id", id=event_id)
     _same_as_fresh(client)
+
+
+def test_erasure_drops_the_citizens_consents_from_the_memos(
+    client: TestClient,
+    city: dict[str, str],  # noqa: F811
+) -> None:
+    """After ``DELETE /v1/me`` nothing the registry remembers names the erased citizen; the
+    other citizens' entries stay."""
+    rt = client.app.state.vault  # type: ignore[attr-defined]
+    gone, kept = register(client, "gone"), register(client, "kept")
+    for person in (gone, kept):
+        r = accept(person, "energy-monthly-totals")
+        assert r.status_code in (200, 201), r.text
+    r = client.post(
+        f"/v1/me/consents/{accept(gone, 'noise-exposure').json()['id']}/withdraw",
+        headers=gone.auth,
+    )
+    assert r.status_code == 200, r.text
+    _same_as_fresh(client)
+    registry = rt.consents
+
+    def subjects() -> set[str]:
+        return {t.subject for t in registry._parsed_terms.values()} | {
+            v.terms.subject for v in registry._verified.values()
+        }
+
+    assert subjects() == {gone.citizen_id, kept.citizen_id}
+    assert registry._parsed_events
+    r = client.request("DELETE", "/v1/me", json={"passphrase": gone.passphrase}, headers=gone.auth)
+    assert r.status_code == 200, r.text
+    assert subjects() == {kept.citizen_id}
+    kept_terms = {t.id for t in registry._parsed_terms.values()}
+    assert all(e.terms_id in kept_terms for e in registry._parsed_events.values())
+    _same_as_fresh(client)

@@ -47,10 +47,14 @@ def _started(checkpointer: WalCheckpointer | None) -> WalCheckpointer | None:
     return checkpointer
 
 
-def _erasure(accounts: CitizenAccounts, writer_keys: WriterChunkKeys) -> Erasure:
-    """Erasure that also drops the erased citizen's chunk keys from this process's writer."""
+def _erasure(
+    accounts: CitizenAccounts, writer_keys: WriterChunkKeys, consents: ConsentRegistry
+) -> Erasure:
+    """Erasure that also drops what this process remembers about the erased citizen: the chunk
+    keys of their streams' writer, their parsed and verified consents."""
     erasure = Erasure(accounts)
     erasure.add_hook(lambda _session, citizen_id: writer_keys.forget_citizen(citizen_id))
+    erasure.add_hook(lambda _session, citizen_id: consents.forget_citizen(citizen_id))
     return erasure
 
 
@@ -126,7 +130,7 @@ class VaultRuntime:
             portability=Portability(
                 catalogue, streams, records, chunks, audit, consents, settings.max_records_per_batch
             ),
-            erasure=_erasure(accounts, chunks.writer_keys),
+            erasure=_erasure(accounts, chunks.writer_keys, consents),
             consents=consents,
             departments=Departments(consents),
             app_consents=AppConsents(consents, catalogue),

@@ -239,6 +239,21 @@ class ConsentRegistry:
         # Stored consents whose signatures and history verified, by a digest of those bytes.
         self._verified: dict[bytes, SignedHistory] = {}
 
+    def forget_citizen(self, citizen_id: str) -> None:
+        """Drop what the memos hold about ``citizen_id``'s consents (their terms, events and
+        verified histories; an erasure hook). The signature memo holds only hashes and stays."""
+        gone = {t.id for t in self._parsed_terms.values() if t.subject == citizen_id}
+        gone |= {v.terms.id for v in self._verified.values() if v.terms.subject == citizen_id}
+        self._parsed_terms = {
+            text: t for text, t in self._parsed_terms.items() if t.subject != citizen_id
+        }
+        self._parsed_events = {
+            text: e for text, e in self._parsed_events.items() if e.terms_id not in gone
+        }
+        self._verified = {
+            digest: v for digest, v in self._verified.items() if v.terms.subject != citizen_id
+        }
+
     # -- reference data ------------------------------------------------------------------------
 
     @property
