@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -46,7 +45,6 @@ from aggregation.tables import (
     DepartmentBudget,
     DepartmentBudgetLimit,
     DPRelease,
-    ReleaseContribution,
 )
 from vault.errors import InvalidInput, NotFound
 
@@ -204,23 +202,19 @@ class PrivacyLedger:
         periods = {
             a.consent_id: self._periods.period(a.not_before, a.limits.period, at) for a in admitted
         }
-        _insert_ignore(
+        repository.insert_consent_budgets(
             session,
-            ConsentBudget,
-            [
-                {
-                    "consent_id": a.consent_id,
-                    "period_start": periods[a.consent_id][0],
-                    "period_end": periods[a.consent_id][1],
-                    "citizen_id": a.citizen_id,
-                    "department_id": department_id,
-                    "epsilon_limit": a.limits.epsilon_per_period,
-                    "releases_limit": a.limits.max_releases_per_period,
-                    "epsilon_spent": 0.0,
-                    "releases": 0,
-                }
+            department_id,
+            (
+                (
+                    a.consent_id,
+                    *periods[a.consent_id],
+                    a.citizen_id,
+                    a.limits.epsilon_per_period,
+                    a.limits.max_releases_per_period,
+                )
                 for a in admitted
-            ],
+            ),
         )
         rows = repository.consent_budgets(
             session, [(a.consent_id, periods[a.consent_id][0]) for a in admitted], for_update=True
@@ -259,20 +253,11 @@ class PrivacyLedger:
             )
         )
         session.flush()
-        _insert_ignore(
+        repository.insert_contributions(
             session,
-            ReleaseContribution,
-            [
-                {
-                    "release_id": release_id,
-                    "consent_id": c.consent.consent_id,
-                    "citizen_id": c.consent.citizen_id,
-                    "period_start": c.period_start,
-                    "epsilon": epsilon,
-                    "noticed": True,  # nothing to tell until the release is settled
-                }
-                for c in charged
-            ],
+            release_id,
+            ((c.consent.consent_id, c.consent.citizen_id, c.period_start) for c in charged),
+            epsilon,
         )
         status = DepartmentStatus(
             department_id,
@@ -290,21 +275,7 @@ class PrivacyLedger:
     ) -> None:
         if not keys:
             return
-        table = ConsentBudget.__table__  # type: ignore[attr-defined]
-        # A Core statement run once per row (executemany): the ORM's bulk update refuses extra
-        # WHERE criteria, and one statement per consent keeps each period separate.
-        stmt = (
-            update(table)
-            .where(table.c.consent_id == bindparam("c"), table.c.period_start == bindparam("p"))
-            .values(
-                epsilon_spent=table.c.epsilon_spent + epsilon,
-                releases=table.c.releases + releases,
-            )
-        )
-        rows = [{"c": c, "p": p} for c, p in keys]
-        connection = session.connection()
-        for first in range(0, len(rows), 5000):
-            connection.execute(stmt, rows[first : first + 5000])
+        repository.add_to_consent_budgets(session, keys, epsilon, releases)
         session.expire_all()  # rows loaded before now are stale
 
     def settle(

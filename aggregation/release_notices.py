@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from sqlmodel import Session
 
 from aggregation import repository
-from aggregation.tables import ConsentBudget, ReleaseContribution
+from aggregation.tables import ReleaseContribution
 from vault.services.audit_log import AuditLog
 
 USED_IN_RELEASE = "data.used_in_release"
@@ -29,7 +29,7 @@ def _details(
     dept: str,
     purpose: str,
     dataset: str,
-    budget: ConsentBudget | None,
+    budget: repository.BudgetState | None,
 ) -> dict[str, object]:
     left = None if budget is None else max(0.0, budget.epsilon_limit - budget.epsilon_spent)
     return {

@@ -1,0 +1,190 @@
+"""The bulk reads and writes of a release, on the database driver (aggregation.repository with
+vault.repositories.driver_sql), on SQLite and PostgreSQL.
+
+* Reading a release's sealed material by one scan of the tables gives exactly what the
+  per-citizen lookups give, and only the citizens asked for, whatever the subset.
+* Both give exactly the stored chunks and grants, byte for byte, as the ORM reads them.
+* Budget rows and contributions written on the driver are the rows the ORM finds under the same
+  keys (the stored form of a time is the ORM's own), and read back as the ORM reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from aggregation import repository
+from aggregation.tables import ConsentBudget, ReleaseContribution
+from server.migrate import upgrade_to_head
+from tests.aggregation_support import aggregation_settings, populate, publish_city, resident
+from vault.consent_models import KeyGrant
+from vault.models import Chunk, Stream
+from vault.repositories import driver_sql
+
+TYPES = ["energy.consumption", "profile"]
+
+
+@pytest.fixture
+def city(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, list[str], list[str]]]:
+    """A small city: six citizens who consented, one who did not; (client, citizens, consents)."""
+    from server.app import create_app
+
+    upgrade_to_head(database_url)
+    app = create_app(aggregation_settings(tmp_path, database_url))
+    with TestClient(app, base_url="https://testserver") as client:
+        publish_city(client)
+        people = populate(client, 6)
+        outsider = resident(client, "outsider", "Harbour", [3.0, 4.0], accept=False)
+        citizens = [p.citizen.citizen_id for p in people] + [outsider.citizen.citizen_id]
+        consents = [p.consent_id for p in people if p.consent_id is not None]
+        yield client, citizens, consents
+
+
+def _vault(client: TestClient):  # type: ignore[no-untyped-def]
+    return client.app.state.vault  # type: ignore[attr-defined]
+
+
+def _stored_chunks(client: TestClient, citizens: list[str]) -> list[tuple[object, ...]]:
+    """The same chunks through the ORM, in the repository's tuple form."""
+    with _vault(client).reading() as session:
+        rows = session.exec(
+            select(Stream, Chunk)
+            .join(Chunk, Chunk.stream_id == Stream.id)  # type: ignore[arg-type]
+            .where(Stream.citizen_id.in_(citizens))  # type: ignore[attr-defined]
+            .where(Stream.stream_type.in_(TYPES))  # type: ignore[attr-defined]
+        ).all()
+        return sorted(
+            (
+                s.citizen_id,
+                s.stream_type,
+                c.id,
+                c.stream_id,
+                c.seq,
+                c.schema_version,
+                c.format,
+                c.stream_key_id,
+                bytes(c.ciphertext),
+                bytes(c.sealed_key),
+            )
+            for s, c in rows
+        )
+
+
+def test_a_scan_reads_exactly_what_lookups_read_for_any_subset(
+    city: tuple[TestClient, list[str], list[str]],
+) -> None:
+    client, citizens, _ = city
+    subsets = [citizens, citizens[:1], citizens[2:5], [citizens[-1]], ["no-such-citizen"], []]
+    for subset in subsets:
+        with _vault(client).reading() as session:
+            scanned = repository.chunks_of_citizens(session, subset, TYPES, scan=True)
+            looked_up = repository.chunks_of_citizens(session, subset, TYPES, scan=False)
+        as_stored = _stored_chunks(client, subset)
+        norm = sorted(
+            tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in scanned
+        )
+        assert norm == sorted(
+            tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in looked_up
+        )
+        assert norm == as_stored
+        assert {r[0] for r in norm} <= set(subset)
+    # Every citizen of the city has a profile and an energy stream, one chunk each.
+    with _vault(client).reading() as session:
+        everyone = repository.chunks_of_citizens(session, citizens, TYPES, scan=True)
+    assert len(everyone) == 2 * len(citizens)
+
+
+def test_grants_read_by_scan_and_by_lookup_agree(
+    city: tuple[TestClient, list[str], list[str]],
+) -> None:
+    client, _, consents = city
+    with _vault(client).reading() as session:
+        stored = sorted(
+            (g.consent_id, g.stream_key_id, bytes(g.sealed_key), g.terms_sha256)
+            for g in session.exec(select(KeyGrant).where(KeyGrant.grantee == "aggregation")).all()
+        )
+    assert {g[0] for g in stored} == set(consents)
+    for subset in (consents, consents[:2], consents[3:4], ["no-such-consent"], []):
+        with _vault(client).reading() as session:
+            scanned = repository.grants_with_public_keys(session, "aggregation", subset, scan=True)
+            looked_up = repository.grants_with_public_keys(
+                session, "aggregation", subset, scan=False
+            )
+            other = repository.grants_with_public_keys(session, "app-access", subset, scan=True)
+        assert sorted(scanned) == sorted(looked_up)
+        assert sorted(g[:4] for g in scanned) == [g for g in stored if g[0] in subset]
+        assert all(len(g[4]) == 32 for g in scanned)  # the stream key's public half
+        assert other == []
+
+
+def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
+    city: tuple[TestClient, list[str], list[str]],
+) -> None:
+    client, citizens, consents = city
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    end = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [(c, start, end, citizens[i], 2.5, 4) for i, c in enumerate(consents)]
+    with _vault(client).unit_of_work() as session:
+        repository.insert_consent_budgets(session, "energy", rows)
+        # A second insert of the same keys changes nothing (a concurrent reservation made them).
+        repository.insert_consent_budgets(
+            session, "energy", [(c, start, end, "x", 9.0, 9) for c, *_ in rows]
+        )
+        repository.add_to_consent_budgets(session, [(consents[0], start)], 0.75, 1)
+        repository.insert_contributions(
+            session,
+            "r1",
+            [(consents[0], citizens[0], start), (consents[1], citizens[1], start)],
+            0.75,
+        )
+        # And one row the ORM writes itself, for the same period.
+        session.add(
+            ConsentBudget(
+                consent_id="orm-written",
+                period_start=start,
+                period_end=end,
+                citizen_id=citizens[0],
+                department_id="energy",
+                epsilon_limit=1.0,
+                releases_limit=1,
+            )
+        )
+    with _vault(client).reading() as session:
+        # The driver stored each time exactly as the ORM stores it (on SQLite: the same text).
+        stored_forms = driver_sql.fetch_all(
+            session, "SELECT DISTINCT period_start, period_end FROM consent_budgets"
+        )
+        assert len(stored_forms) == 1, stored_forms
+        orm = {
+            b.consent_id: b
+            for b in session.exec(select(ConsentBudget)).all()  # the ORM's own reading
+        }
+        read = repository.consent_budgets(session, [(c, start) for c in consents])
+        found = session.get(ConsentBudget, (consents[0], start))
+        contributions = repository.contribution_keys(session, "r1")
+        orm_contributions = session.exec(
+            select(ReleaseContribution).where(ReleaseContribution.release_id == "r1")
+        ).all()
+    assert found is not None and found.epsilon_spent == 0.75 and found.releases == 1
+    assert set(orm) == {*consents, "orm-written"}
+    for consent, first, last, citizen, limit, releases in rows:
+        row = orm[consent]
+        assert (row.period_start, row.period_end, row.citizen_id) == (first, last, citizen)
+        assert (row.epsilon_limit, row.releases_limit, row.department_id) == (
+            limit,
+            releases,
+            "energy",
+        )
+        state = read[(consent, start)]
+        assert (state.period_start, state.period_end) == (first, last)
+        assert (state.epsilon_spent, state.releases) == (row.epsilon_spent, row.releases)
+    assert sorted(contributions) == sorted([(consents[0], start), (consents[1], start)])
+    assert {(c.consent_id, c.period_start, c.epsilon, c.noticed) for c in orm_contributions} == {
+        (consents[0], start, 0.75, True),
+        (consents[1], start, 0.75, True),
+    }
