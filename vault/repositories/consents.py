@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
@@ -16,6 +17,7 @@ from vault.consent_models import (
     RequestDecline,
     StoredConsentEvent,
 )
+from vault.repositories import driver_sql
 
 
 def department(session: Session, department_id: str) -> Department | None:
@@ -120,14 +122,33 @@ def _slices(ids: Sequence[str]) -> list[list[str]]:
     return [list(ids[i : i + IN_LIST_SIZE]) for i in range(0, len(ids), IN_LIST_SIZE)]
 
 
+class StoredEvent(NamedTuple):
+    """What verifying a history reads of a stored event (a :class:`StoredConsentEvent`)."""
+
+    consent_id: str
+    event_json: str
+    signature: bytes | None
+
+
 def events(session: Session, consent_ids: Sequence[str]) -> list[StoredConsentEvent]:
-    """The events of these consents, oldest first (plain rows: read in bulk)."""
-    table = ConsentEventRow.__table__  # type: ignore[attr-defined]
-    out: list[StoredConsentEvent] = []
+    """The events of these consents, oldest first (read in bulk on the driver: a city-wide
+    statistic reads one or more per citizen)."""
+    at = driver_sql.reader(session, ConsentEventRow.__table__.c.at)  # type: ignore[attr-defined]
+    rows: list[tuple[Any, ...]] = []
     for part in _slices(list(consent_ids)):
-        out.extend(session.execute(select(table).where(table.c.consent_id.in_(part))).all())
-    out.sort(key=lambda e: (e.at, e.id))  # type: ignore[attr-defined]
-    return out
+        rows.extend(
+            driver_sql.fetch_all(
+                session,
+                "SELECT at, id, consent_id, event_json, signature FROM consent_events "  # noqa: S608
+                f"WHERE consent_id IN ({driver_sql.placeholders(len(part))})",
+                part,
+            )
+        )
+    rows.sort(key=lambda r: (at(r[0]), r[1]))
+    return [
+        StoredEvent(consent, text, None if signature is None else bytes(signature))
+        for _, _, consent, text, signature in rows
+    ]
 
 
 def versions_of_terms(session: Session, terms_ids: Iterable[str]) -> list[tuple[str, str, str]]:
@@ -135,12 +156,15 @@ def versions_of_terms(session: Session, terms_ids: Iterable[str]) -> list[tuple[
     the whole history)."""
     out: list[tuple[str, str, str]] = []
     for part in _slices(sorted(set(terms_ids))):
-        rows = session.exec(
-            select(ConsentRecord.id, ConsentRecord.citizen_id, ConsentRecord.terms_id).where(
-                col(ConsentRecord.terms_id).in_(part)
+        out.extend(
+            (a, b, c)
+            for a, b, c in driver_sql.fetch_all(
+                session,
+                "SELECT id, citizen_id, terms_id FROM consents "  # noqa: S608
+                f"WHERE terms_id IN ({driver_sql.placeholders(len(part))})",
+                part,
             )
-        ).all()
-        out.extend((a, b, c) for a, b, c in rows)
+        )
     return out
 
 

@@ -22,6 +22,9 @@ from sqlmodel import Session
 
 
 def _driver(session: Session) -> tuple[str, Any]:
+    # What the ORM would flush before a query of its own (autoflush): rows added in this
+    # transaction must be seen, and written before, by these statements too.
+    session.flush()
     connection = session.connection()
     return connection.dialect.name, connection.connection.driver_connection
 
