@@ -25,6 +25,7 @@ import httpx
 import psycopg
 import pytest
 from conftest import fresh_postgres_schema
+from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from server.migrate import upgrade_to_head
@@ -218,3 +219,27 @@ def test_which_database_failures_become_503_or_507(error: Exception, code: str |
         mapped = database_failure(exc)
         assert (mapped.code if mapped else None) == code
     assert database_failure(ValueError("not a database error")) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (psycopg.errors.DeadlockDetected("deadlock detected"), 503, "database_busy"),
+        (psycopg.OperationalError("server closed the connection"), 503, "database_unavailable"),
+        (_sqlite_error("database or disk is full", sqlite3.SQLITE_FULL), 507, "storage_full"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_raw_driver_errors_are_answered_like_wrapped_ones(
+    client: TestClient, error: Exception, status: int, code: str
+) -> None:
+    """A release's bulk statements run on the driver (vault/repositories/driver_sql.py), so their
+    failures reach the app unwrapped by SQLAlchemy: the same answers as wrapped ones."""
+
+    def fail() -> None:
+        raise error
+
+    client.app.add_api_route("/test-only/driver-error", fail)  # type: ignore[attr-defined]
+    r = client.get("/test-only/driver-error")
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code

@@ -12,6 +12,7 @@ import logging
 import sqlite3
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -80,9 +81,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # The database failing (connection lost, server restarting, disk full, files read-only) is
     # answered as a domain error (503 with Retry-After, or 507); anything else stays a 500.
-    # sqlite3 errors also arrive unwrapped: the SQLite engine commits in an event listener.
+    # sqlite3 errors also arrive unwrapped: the SQLite engine commits in an event listener; and
+    # both drivers' errors do from the bulk statements of a release (vault/repositories/driver_sql).
     @app.exception_handler(DBAPIError)
     @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(psycopg.Error)
     @app.exception_handler(PoolTimeout)
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         mapped = database_failure(exc)
