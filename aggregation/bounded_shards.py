@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import polars as pl
 
@@ -48,7 +49,15 @@ MAX_ROWS = 10_000_000
 _DIGEST_VERSION = b"civic-bounded-shard-v1"
 
 
-def shard_by_citizen(citizens: Sequence[SealedCitizen], size: int) -> list[list[SealedCitizen]]:
+class OfCitizen(Protocol):
+    @property
+    def citizen_id(self) -> str: ...
+
+
+C = TypeVar("C", bound=OfCitizen)
+
+
+def shard_by_citizen(citizens: Sequence[C], size: int) -> list[list[C]]:
     """Shards of about ``size`` citizens, a citizen's shard chosen by a hash of their id (a
     power-of-two number of shards, so it stays the same while the population is about the same
     size); each shard keeps the input's order. Empty shards are left out."""
@@ -58,7 +67,7 @@ def shard_by_citizen(citizens: Sequence[SealedCitizen], size: int) -> list[list[
     buckets = 1 << max(0, round(math.log2(max(1.0, count / max(1, size)))))
     if buckets == 1:
         return [list(citizens)]
-    shards: list[list[SealedCitizen]] = [[] for _ in range(buckets)]
+    shards: list[list[C]] = [[] for _ in range(buckets)]
     for citizen in citizens:
         h = hashlib.blake2b(citizen.citizen_id.encode(), digest_size=8).digest()
         shards[int.from_bytes(h, "little") % buckets].append(citizen)
@@ -110,6 +119,17 @@ def bound_shards(
 ) -> list[pl.DataFrame]:
     """Each shard's bounded frame, in order: the remembered ones from ``memo``, the others made by
     ``run`` in one call (threads or Dask workers) and then remembered."""
+    return bound_shards_digested(shards, service_key, spec, run, memo)[0]
+
+
+def bound_shards_digested(
+    shards: list[list[SealedCitizen]],
+    service_key: bytes,
+    spec: BoundSpec,
+    run: ShardRun,
+    memo: BoundedShards,
+) -> tuple[list[pl.DataFrame], list[bytes]]:
+    """:func:`bound_shards`, with each shard's :func:`shard_digest` (none when the memo is off)."""
     parts: list[pl.DataFrame | None] = [None] * len(shards)
     digests: list[bytes] = []
     if memo.enabled:
@@ -121,7 +141,7 @@ def bound_shards(
         parts[i] = made
         if digests:
             memo.put(digests[i], made)
-    return [p for p in parts if p is not None]
+    return [p for p in parts if p is not None], digests
 
 
 class BoundedShards:

@@ -2,10 +2,14 @@
 
 Property: a citizen is admitted only when one of their consents, verified against their own key
 with its whole signed history, is allowed by the consent package's single decision function
-(:func:`consent.decision.decide`, through ``ConsentRegistry.usable_consents``) for exactly this
+(:func:`consent.decision.decide`, through ``ConsentRegistry.decide_many``) for exactly this
 department, purpose, dataset, fields, statistics, grouping dimensions, epsilon and time. At most
 one consent per citizen is admitted (the privacy unit is the citizen, not the consent); the budget
 level (:mod:`aggregation.ledger`) then drops those whose own budget for the period is spent.
+
+Judgments are remembered between queries by the citizens' consent revisions
+(:mod:`aggregation.admission_memo`): only consents whose evidence changed since, or whose
+judgment was never made, are read and judged again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from datetime import datetime
 from sqlmodel import Session
 
 from aggregation import repository
+from aggregation.admission_memo import AdmissionMemo, Judgment
 from aggregation.query_spec import ValidatedQuery
+from aggregation.repository import CandidateConsent, CandidateRevision
 from consent.decision import AccessRequest, decide
 from consent.signing import SignatureMemo, VerifiedTerms
 from consent.terms import ConsentEvent, DPLimits
@@ -42,7 +48,10 @@ class AdmittedConsent:
     citizen_id: str
     terms_sha256: str
     not_before: datetime
+    not_after: datetime
     limits: DPLimits
+    #: The citizen's consent revision read before the evidence this was judged on.
+    revision: int
 
 
 def access_request(query: ValidatedQuery, at: datetime) -> AccessRequest:
@@ -75,9 +84,12 @@ class ConsentEvidence:
     signing_key: bytes
     verify_key: bytes | None
     events: tuple[tuple[str, bytes | None], ...]  # (event JSON, signature), oldest first
+    revision: int
 
 
-def _admitted(record: StoredConsent, verified: VerifiedTerms) -> AdmittedConsent | None:
+def _admitted(
+    record: StoredConsent, verified: VerifiedTerms, revision: int
+) -> AdmittedConsent | None:
     limits = verified.terms.dp_limits
     if limits is None:  # dp_aggregate terms always carry limits; fail closed if not
         return None
@@ -86,7 +98,9 @@ def _admitted(record: StoredConsent, verified: VerifiedTerms) -> AdmittedConsent
         citizen_id=record.citizen_id,
         terms_sha256=terms_sha256(record),
         not_before=verified.terms.validity.not_before,
+        not_after=verified.terms.validity.not_after,
         limits=limits,
+        revision=revision,
     )
 
 
@@ -103,32 +117,75 @@ def one_per_citizen(admitted: list[AdmittedConsent]) -> list[AdmittedConsent]:
     return [chosen[c] for c in sorted(chosen)]
 
 
+def _rows(
+    session: Session,
+    department: str,
+    at: datetime,
+    candidates: Sequence[CandidateRevision],
+    every: bool,
+) -> list[CandidateConsent]:
+    """The stored rows of ``candidates``, by citizen: the department's whole candidate list in one
+    read when ``every`` candidate is asked for (a cold gate), else looked up by id."""
+    wanted = {c.consent_id for c in candidates}
+    if every:
+        return [r for r in repository.candidate_consents(session, department, at) if r.id in wanted]
+    return repository.consents_by_id(session, wanted)
+
+
 def admit(
-    session: Session, registry: ConsentRegistry, query: ValidatedQuery, at: datetime
+    session: Session,
+    registry: ConsentRegistry,
+    query: ValidatedQuery,
+    at: datetime,
+    memo: AdmissionMemo | None = None,
 ) -> list[AdmittedConsent]:
     """The consents whose verified terms allow ``query`` at ``at``, one per citizen, by citizen
-    (judged here, with the registry's memos)."""
-    candidates = repository.candidate_consents(session, query.request.department, at)
+    (judged here, with the registry's memos). ``memo``: judgments of earlier queries, kept up to
+    date here; without one, every candidate is judged."""
+    department = query.request.department
     request = access_request(query, at)
-    out: list[AdmittedConsent] = []
+    memo = memo if memo is not None else AdmissionMemo()
+    # The revisions first: evidence read after them can only be as new or newer (module memo).
+    candidates = repository.candidate_revisions(session, department, at)
+    out, unknown, kept = memo.recall(request, candidates)
+    revision = {c.consent_id: c.revision for c in unknown}
+    rows = _rows(session, department, at, unknown, len(unknown) == len(candidates))
+    judged: dict[str, Judgment] = {}
     # In slices, so that only a slice's parsed terms, keys and histories are alive at once (a
     # parsed consent is ~13.5 KB of objects; all of a million-citizen city would not fit).
-    for first in range(0, len(candidates), ADMIT_SLICE):
-        allowed = registry.usable_consents(
-            session, candidates[first : first + ADMIT_SLICE], request
-        )
-        for record, verified in allowed:
-            admitted = _admitted(record, verified)
+    for first in range(0, len(rows), ADMIT_SLICE):
+        part = rows[first : first + ADMIT_SLICE]
+        for record, (decision, verified) in zip(
+            part, registry.decide_many(session, part, request), strict=True
+        ):
+            if verified is None:  # did not verify, or outside its window: judged every time
+                continue
+            admitted = (
+                _admitted(record, verified, revision[record.id]) if decision.allowed else None
+            )
+            validity = verified.terms.validity
+            judged[record.id] = Judgment(
+                revision[record.id], admitted, validity.not_before, validity.not_after
+            )
             if admitted is not None:
                 out.append(admitted)
+    memo.remember(request, {**kept, **judged})
     return one_per_citizen(out)
 
 
 def gather_evidence(
-    session: Session, registry: ConsentRegistry, department: str, at: datetime
+    session: Session,
+    registry: ConsentRegistry,
+    department: str,
+    at: datetime,
+    only: Sequence[CandidateRevision] | None = None,
 ) -> list[ConsentEvidence]:
-    """The department's candidate consents with their evidence, for :func:`judge` elsewhere."""
-    candidates = repository.candidate_consents(session, department, at)
+    """The department's candidate consents with their evidence, for :func:`judge` elsewhere
+    (``only``: just these candidates, as :meth:`AdmissionMemo.recall` left them to judge)."""
+    every = only is None
+    wanted = only if only is not None else repository.candidate_revisions(session, department, at)
+    revision = {c.consent_id: c.revision for c in wanted}
+    candidates = _rows(session, department, at, wanted, every)
     keys = citizen_repo.verify_keys(session, {r.citizen_id for r in candidates})
     histories = registry.stored_histories(session, candidates)
     return [
@@ -144,6 +201,7 @@ def gather_evidence(
                 (e.event_json, None if e.signature is None else bytes(e.signature))
                 for e in histories[r.id]
             ),
+            revision=revision[r.id],
         )
         for r in candidates
     ]
@@ -170,7 +228,7 @@ def judge(
         except (ConsentTampered, ValueError):
             continue
         if decide(verified, verified.status, request).allowed:
-            admitted = _admitted(ev, verified)
+            admitted = _admitted(ev, verified, ev.revision)
             if admitted is not None:
                 out.append(admitted)
     return out

@@ -202,7 +202,9 @@ class PrivacyLedger:
         periods = {
             a.consent_id: self._periods.period(a.not_before, a.limits.period, at) for a in admitted
         }
-        repository.insert_consent_budgets(
+        # The charges are staged, checked and made by a few set statements in this transaction
+        # (a city-wide release charges a row per citizen); the rule is this module's.
+        repository.stage_charges(
             session,
             department_id,
             (
@@ -216,24 +218,15 @@ class PrivacyLedger:
                 for a in admitted
             ),
         )
-        rows = repository.consent_budgets(
-            session, [(a.consent_id, periods[a.consent_id][0]) for a in admitted], for_update=True
-        )
-        charged: list[Charged] = []
-        for a in admitted:
-            start, end = periods[a.consent_id]
-            row = rows.get((a.consent_id, start))
-            if row is None:
-                continue
-            if (
-                row.epsilon_spent + epsilon <= row.epsilon_limit + _SLACK
-                and row.releases < row.releases_limit
-            ):
-                charged.append(Charged(a, start, end))
+        repository.lock_staged_budgets(session)
+        # A consent pays only if its budget row can: spent + epsilon within its limit (with
+        # _SLACK), and fewer releases than its limit.
+        short = repository.staged_short_of(session, epsilon, _SLACK)
+        repository.unstage(session, short)
+        charged = [
+            Charged(a, *periods[a.consent_id]) for a in admitted if a.consent_id not in short
+        ]
         release_id = uuid.uuid4().hex
-        self._add_to_consents(
-            session, [(c.consent.consent_id, c.period_start) for c in charged], epsilon, 1
-        )
         dept.epsilon_spent += epsilon
         dept.releases += 1
         session.add(dept)
@@ -253,12 +246,8 @@ class PrivacyLedger:
             )
         )
         session.flush()
-        repository.insert_contributions(
-            session,
-            release_id,
-            ((c.consent.consent_id, c.consent.citizen_id, c.period_start) for c in charged),
-            epsilon,
-        )
+        repository.charge_staged(session, release_id, epsilon)
+        session.expire_all()  # budget rows loaded before now are stale
         status = DepartmentStatus(
             department_id,
             dept.period_start,
@@ -326,7 +315,6 @@ class PrivacyLedger:
             repository.set_contribution_epsilon(
                 session, release_id, [c[0] for c in partial], row.epsilon - refund
             )
-            repository.mark_unnoticed(session, release_id)
         row.status = outcome
         row.epsilon_charged = {
             "released": row.epsilon,

@@ -29,7 +29,8 @@ from typing import Any
 import polars as pl
 
 from aggregation import consent_gate, repository
-from aggregation.bounded_shards import BoundedShards, bound_shards, shard_by_citizen
+from aggregation.admission_memo import AdmissionMemo, Judgment
+from aggregation.bounded_shards import BoundedShards, bound_shards_digested, shard_by_citizen
 from aggregation.collector_pause import collector_paused
 from aggregation.contributions import BoundSpec, combine
 from aggregation.datasets import PROFILE, Dataset, datasets
@@ -45,12 +46,19 @@ from aggregation.dp_release import (
 )
 from aggregation.errors import TooFewContributors
 from aggregation.ledger import PrivacyLedger
+from aggregation.material_revisions import MaterialDigests, shard_fingerprint
 from aggregation.query_spec import QueryRequest, ValidatedQuery, query_json, validate_query
 from aggregation.scale_out import ShardRunner, shard
-from aggregation.sealed_material import ContributingConsent, gather_sealed
+from aggregation.sealed_material import (
+    ContributingConsent,
+    SealedCitizen,
+    gather_sealed,
+    stream_types,
+)
 from aggregation.settings import AggregationSettings
 from aggregation.tables import DPRelease
 from vault.clock import utcnow
+from vault.crypto.sealing import public_key_of
 from vault.errors import Forbidden, NotFound
 from vault.principal import Principal
 from vault.runtime import VaultRuntime
@@ -109,8 +117,12 @@ class QueryService:
         self._ledger = ledger
         self._runner = runner
         self._cache = cache
-        #: Bounded frames of shards seen before (``aggregation.bounded_shards``).
+        #: Bounded frames of shards seen before (``aggregation.bounded_shards``), found by the
+        #: revisions of their material (``aggregation.material_revisions``).
         self.frames = frames if frames is not None else BoundedShards(0)
+        self.material = MaterialDigests()
+        #: Consent judgments of earlier queries (``aggregation.admission_memo``).
+        self.admissions = AdmissionMemo()
         self._datasets: dict[str, Dataset] | None = None
         #: The steps of the last released query and their seconds (read by the benchmarks).
         self.last_stages: dict[str, float] = {}
@@ -203,7 +215,10 @@ class QueryService:
                 prepared,
                 [
                     ContributingConsent(
-                        c.consent.consent_id, c.consent.citizen_id, c.consent.terms_sha256
+                        c.consent.consent_id,
+                        c.consent.citizen_id,
+                        c.consent.terms_sha256,
+                        c.consent.revision,
                     )
                     for c in kept
                 ],
@@ -239,16 +254,24 @@ class QueryService:
         they run Python in parallel (Dask)."""
         if not self._runner.judges_remotely:
             with self._vault.reading() as session:
-                return consent_gate.admit(session, self._vault.consents, query, at)
+                return consent_gate.admit(session, self._vault.consents, query, at, self.admissions)
+        department = query.request.department
+        request = consent_gate.access_request(query, at)
         with self._vault.reading() as session:
+            # The revisions before the evidence (aggregation.admission_memo).
+            candidates = repository.candidate_revisions(session, department, at)
+            known, unknown, holding = self.admissions.recall(request, candidates)
             evidence = consent_gate.gather_evidence(
-                session, self._vault.consents, query.request.department, at
+                session, self._vault.consents, department, at, only=unknown
             )
-        judged = self._runner.judge(
-            shard(evidence, self._settings.shard_citizens),
-            consent_gate.access_request(query, at),
+        judged = self._runner.judge(shard(evidence, self._settings.shard_citizens), request)
+        # Workers return only the admitted; the refused are judged again next time.
+        self.admissions.remember(
+            request,
+            holding
+            | {a.consent_id: Judgment(a.revision, a, a.not_before, a.not_after) for a in judged},
         )
-        return consent_gate.one_per_citizen(judged)
+        return consent_gate.one_per_citizen(known + judged)
 
     def bounded_frame(
         self,
@@ -258,20 +281,48 @@ class QueryService:
     ) -> pl.DataFrame:
         """Decrypt and bound the contributing consents' records: the frame handed to OpenDP."""
         clock = clock or _StageClock()
+        spec = prepared.spec
+        dataset = prepared.query.dataset.name
+        with_profile = spec.profile_schema is not None
+        service_key = bytes(self._vault.consents.grantee_private_key("aggregation"))
+        shards = shard_by_citizen(contributing, self._settings.shard_citizens)
+        parts: list[pl.DataFrame | None] = [None] * len(shards)
+        prints: list[bytes] = []
         with self._vault.reading() as session:
+            if self.frames.enabled:
+                # The revisions before the material (aggregation.material_revisions).
+                streams = repository.stream_revisions(
+                    session,
+                    {c.citizen_id for c in contributing},
+                    stream_types(dataset, with_profile),
+                )
+                service_public = public_key_of(service_key)
+                prints = [shard_fingerprint(s, streams, service_public, spec) for s in shards]
+                parts = [self._remembered_frame(p) for p in prints]
+            todo = [i for i, part in enumerate(parts) if part is None]
             sealed = gather_sealed(
-                session,
-                contributing,
-                prepared.query.dataset.name,
-                with_profile=prepared.spec.profile_schema is not None,
+                session, [c for i in todo for c in shards[i]], dataset, with_profile
             )
         clock.done("read sealed chunks")
-        service_key = bytes(self._vault.consents.grantee_private_key("aggregation"))
-        shards = shard_by_citizen(sealed, self._settings.shard_citizens)
-        parts = bound_shards(shards, service_key, prepared.spec, self._runner.run, self.frames)
-        frame = combine(parts, prepared.spec)
+        sealed_shards: list[list[SealedCitizen]] = []
+        first = 0
+        for i in todo:  # gather_sealed keeps the order it was given: shard after shard
+            sealed_shards.append(sealed[first : first + len(shards[i])])
+            first += len(shards[i])
+        made, digests = bound_shards_digested(
+            sealed_shards, service_key, spec, self._runner.run, self.frames
+        )
+        for n, i in enumerate(todo):
+            parts[i] = made[n]
+            if prints and digests:
+                self.material.put(prints[i], digests[n])
+        frame = combine([p for p in parts if p is not None], spec)
         clock.done("decrypt and bound")
         return frame
+
+    def _remembered_frame(self, fingerprint: bytes) -> pl.DataFrame | None:
+        digest = self.material.get(fingerprint)
+        return None if digest is None else self.frames.get(digest)
 
     # -- reading releases ----------------------------------------------------------------------
 

@@ -65,6 +65,51 @@ def candidate_consents(
     ]
 
 
+class CandidateRevision(NamedTuple):
+    """A candidate consent and its citizen's ``consent_revision`` (raised by the database with
+    every change of what verifying and deciding the consent reads: migration 0005)."""
+
+    consent_id: str
+    citizen_id: str
+    revision: int
+
+
+def candidate_revisions(
+    session: Session, department_id: str, at: datetime
+) -> list[CandidateRevision]:
+    """The ids of :func:`candidate_consents` with their citizens' consent revisions, by citizen:
+    what the admission memo needs to know which consents changed, without their terms."""
+    after = driver_sql.binder(session, ConsentRecord.__table__.c.not_after)  # type: ignore[attr-defined]
+    return [
+        CandidateRevision(a, b, int(c))
+        for a, b, c in driver_sql.fetch_all(
+            session,
+            "SELECT c.id, c.citizen_id, z.consent_revision FROM consents c "
+            "JOIN citizens z ON z.id = c.citizen_id "
+            "WHERE c.department_id = ? AND c.status IN ('given', 'renewed') AND c.not_after > ? "
+            "ORDER BY c.citizen_id, c.id",
+            [department_id, after(at)],
+        )
+    ]
+
+
+def consents_by_id(session: Session, consent_ids: Iterable[str]) -> list[CandidateConsent]:
+    """These consents' rows as :class:`CandidateConsent`, by citizen (missing ids are skipped)."""
+    out: list[CandidateConsent] = []
+    for part in _slices(consent_ids):
+        out.extend(
+            CandidateConsent(a, b, c, d, bytes(e), bytes(f))
+            for a, b, c, d, e, f in driver_sql.fetch_all(
+                session,
+                "SELECT id, terms_id, citizen_id, terms_json, signature, signing_key "  # noqa: S608
+                f"FROM consents WHERE id IN ({driver_sql.placeholders(len(part))})",
+                part,
+            )
+        )
+    out.sort(key=lambda r: (r.citizen_id, r.id))
+    return out
+
+
 # -- sealed material ----------------------------------------------------------------------------
 
 
@@ -130,6 +175,51 @@ def chunks_of_citizens(
     return out
 
 
+#: One stream a release may read, as its revision: (stream id, stream type, chunk revision,
+#: current key id). The database raises ``chunk_revision`` with every change of the stream's chunks
+#: (migration 0005); a new key generation changes the current key id.
+StreamRevision = tuple[str, str, int, str]
+
+
+def stream_revisions(
+    session: Session,
+    citizen_ids: Iterable[str],
+    stream_types: Sequence[str],
+    *,
+    scan: bool | None = None,
+) -> dict[str, list[StreamRevision]]:
+    """Each of these citizens' streams of these types, as :data:`StreamRevision` sorted by
+    stream id, by citizen (citizens without such streams are left out); one scan when the
+    citizens are a large share of the city, as :func:`chunks_of_citizens`."""
+    wanted = set(citizen_ids)
+    types = list(stream_types)
+    of_type = f"stream_type IN ({driver_sql.placeholders(len(types))})"
+    # Built of constants and placeholders only (S608: no value is ever formatted into SQL).
+    select = (
+        "SELECT citizen_id, id, stream_type, chunk_revision, current_key_id FROM streams WHERE "
+    )
+    if _scan_wins(session, len(wanted), scan):
+        rows = driver_sql.fetch_all(session, select + of_type, types)
+    else:
+        rows = []
+        for part in _slices(wanted):
+            rows.extend(
+                driver_sql.fetch_all(
+                    session,
+                    select + f"citizen_id IN ({driver_sql.placeholders(len(part))}) AND {of_type}",
+                    [*part, *types],
+                )
+            )
+    out: dict[str, list[StreamRevision]] = {}
+    for citizen, stream, kind, revision, key in rows:
+        if citizen in wanted:
+            out.setdefault(citizen, []).append((stream, kind, int(revision), key))
+    for mine in out.values():
+        if len(mine) > 1:
+            mine.sort()
+    return out
+
+
 def grants_with_public_keys(
     session: Session, grantee: str, consent_ids: Iterable[str], *, scan: bool | None = None
 ) -> list[tuple[str, str, bytes, str, bytes]]:
@@ -191,28 +281,110 @@ def _budget_table() -> Any:
     return ConsentBudget.__table__  # type: ignore[attr-defined]
 
 
-def insert_consent_budgets(
+#: A reservation's charges, staged in a temporary table of the transaction's connection so that
+#: the budget rows are created, checked and charged by a few set statements, not one per consent.
+_STAGE_TABLE = {
+    "sqlite": "CREATE TEMP TABLE IF NOT EXISTS release_charges (consent_id TEXT NOT NULL, "
+    "period_start TEXT NOT NULL, period_end TEXT NOT NULL, citizen_id TEXT NOT NULL, "
+    "epsilon_limit REAL NOT NULL, releases_limit INTEGER NOT NULL)",
+    "postgresql": "CREATE TEMP TABLE IF NOT EXISTS release_charges (consent_id TEXT NOT NULL, "
+    "period_start TIMESTAMPTZ NOT NULL, period_end TIMESTAMPTZ NOT NULL, "
+    "citizen_id TEXT NOT NULL, epsilon_limit DOUBLE PRECISION NOT NULL, "
+    "releases_limit INTEGER NOT NULL) ON COMMIT DELETE ROWS",
+}
+
+
+def stage_charges(
     session: Session,
     department_id: str,
     rows: Iterable[tuple[str, datetime, datetime, str, float, int]],
 ) -> None:
-    """Create the budget rows (consent id, period start, period end, citizen id, epsilon limit,
-    releases limit) that do not exist yet, nothing spent; an existing row (a concurrent
-    reservation made it) is left as it is."""
+    """Stage the charges of a reservation, (consent id, period start, period end, citizen id,
+    epsilon limit, releases limit), replacing any staged before in this connection, and create
+    the budget rows that do not exist yet, nothing spent (an existing row, made by an earlier or
+    a concurrent reservation, is left as it is)."""
     table = _budget_table()
     start, end = (
         driver_sql.binder(session, table.c.period_start),
         driver_sql.binder(session, table.c.period_end),
     )
+    dialect = session.get_bind().dialect.name
+    driver_sql.execute(session, _STAGE_TABLE["postgresql" if dialect == "postgresql" else "sqlite"])
+    driver_sql.execute(session, "DELETE FROM release_charges")
     driver_sql.run_many(
         session,
-        "INSERT INTO consent_budgets (consent_id, period_start, period_end, citizen_id, "
-        "department_id, epsilon_limit, releases_limit, epsilon_spent, releases) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0) ON CONFLICT DO NOTHING",
+        "INSERT INTO release_charges (consent_id, period_start, period_end, citizen_id, "
+        "epsilon_limit, releases_limit) VALUES (?, ?, ?, ?, ?, ?)",
         (
-            (consent, start(first), end(last), citizen, department_id, epsilon, releases)
+            (consent, start(first), end(last), citizen, epsilon, releases)
             for consent, first, last, citizen, epsilon, releases in rows
         ),
+    )
+    driver_sql.execute(
+        session,
+        "INSERT INTO consent_budgets (consent_id, period_start, period_end, citizen_id, "
+        "epsilon_limit, releases_limit, department_id, epsilon_spent, releases) "
+        "SELECT consent_id, period_start, period_end, citizen_id, epsilon_limit, releases_limit, "
+        "?, 0, 0 FROM release_charges WHERE true ORDER BY consent_id ON CONFLICT DO NOTHING",
+        [department_id],
+    )
+
+
+def lock_staged_budgets(session: Session) -> None:
+    """Lock the staged consents' budget rows, in a fixed order (by consent id) so that concurrent
+    releases cannot deadlock (PostgreSQL; SQLite has one writer at a time)."""
+    if driver_sql.locks_rows(session):
+        driver_sql.fetch_all(
+            session,
+            "SELECT consent_id FROM consent_budgets WHERE (consent_id, period_start) IN "
+            "(SELECT consent_id, period_start FROM release_charges) "
+            "ORDER BY consent_id, period_start FOR UPDATE",
+        )
+
+
+def staged_short_of(session: Session, epsilon: float, slack: float) -> set[str]:
+    """The staged consents whose budget row cannot pay ``epsilon`` more: no row, its spent
+    epsilon plus ``epsilon`` above its limit plus ``slack``, or its releases at their limit."""
+    return {
+        consent
+        for (consent,) in driver_sql.fetch_all(
+            session,
+            "SELECT k.consent_id FROM release_charges k WHERE NOT EXISTS (SELECT 1 FROM "
+            "consent_budgets b WHERE b.consent_id = k.consent_id AND "
+            "b.period_start = k.period_start AND b.epsilon_spent + ? <= b.epsilon_limit + ? "
+            "AND b.releases < b.releases_limit)",
+            [epsilon, slack],
+        )
+    }
+
+
+def unstage(session: Session, consent_ids: Iterable[str]) -> None:
+    """Drop these consents from the staged charges."""
+    for part in _slices(consent_ids):
+        driver_sql.execute(
+            session,
+            f"DELETE FROM release_charges WHERE consent_id IN ({driver_sql.placeholders(len(part))})",  # noqa: S608
+            part,
+        )
+
+
+def charge_staged(session: Session, release_id: str, epsilon: float) -> None:
+    """Charge every staged consent ``epsilon`` and one release, and record each as a contribution
+    of ``release_id`` (not yet noticed: :func:`unnoticed_contributions` takes them once the
+    release is settled)."""
+    driver_sql.execute(
+        session,
+        "UPDATE consent_budgets SET epsilon_spent = epsilon_spent + ?, releases = releases + 1 "
+        "WHERE (consent_id, period_start) IN (SELECT consent_id, period_start FROM "
+        "release_charges)",
+        [epsilon],
+    )
+    driver_sql.execute(
+        session,
+        "INSERT INTO release_contributions (release_id, consent_id, citizen_id, period_start, "
+        "epsilon, noticed) SELECT ?, consent_id, citizen_id, period_start, ?, ? "
+        "FROM release_charges WHERE true ON CONFLICT DO NOTHING",
+        [release_id, epsilon, False],
     )
 
 
@@ -259,29 +431,6 @@ def add_to_consent_budgets(
     )
 
 
-def insert_contributions(
-    session: Session,
-    release_id: str,
-    rows: Iterable[tuple[str, str, datetime]],
-    epsilon: float,
-) -> None:
-    """Record the (consent id, citizen id, period start) a release charged ``epsilon``; nothing
-    to tell the citizens until the release is settled (``noticed`` true until then)."""
-    start = driver_sql.binder(
-        session,
-        ReleaseContribution.__table__.c.period_start,  # type: ignore[attr-defined]
-    )
-    driver_sql.run_many(
-        session,
-        "INSERT INTO release_contributions (release_id, consent_id, citizen_id, period_start, "
-        "epsilon, noticed) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (
-            (release_id, consent, citizen, start(period), epsilon, True)
-            for consent, citizen, period in rows
-        ),
-    )
-
-
 def budgets_of_citizen(session: Session, citizen_id: str) -> Sequence[ConsentBudget]:
     return session.exec(
         select(ConsentBudget)
@@ -308,9 +457,13 @@ def contribution_keys(session: Session, release_id: str) -> list[tuple[str, date
 
 
 def unnoticed_contributions(session: Session, limit: int) -> Sequence[ReleaseContribution]:
+    """Contributions of settled releases (released, or refused after the size check) whose
+    citizens have not been told yet; those of a release still running wait for it."""
+    settled = select(DPRelease.id).where(col(DPRelease.status).in_(("released", "refused")))
     return session.exec(
         select(ReleaseContribution)
         .where(col(ReleaseContribution.noticed).is_(False))
+        .where(col(ReleaseContribution.release_id).in_(settled))
         .order_by(col(ReleaseContribution.release_id), col(ReleaseContribution.citizen_id))
         .limit(limit)
         # Two deliveries at once (two queries, or a query and the upkeep loop) must not both
@@ -357,16 +510,6 @@ def set_contribution_epsilon(
             .values(epsilon=epsilon)
             .execution_options(synchronize_session=False)
         )
-
-
-def mark_unnoticed(session: Session, release_id: str) -> None:
-    """The release is settled: its contributors' audit chains may now be told."""
-    session.execute(
-        update(ReleaseContribution)
-        .where(col(ReleaseContribution.release_id) == release_id)
-        .values(noticed=False)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def release(session: Session, release_id: str, *, for_update: bool = False) -> DPRelease | None:

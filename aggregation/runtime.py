@@ -44,15 +44,16 @@ class AggregationRuntime:
         vault.erasure.add_hook(repository.delete_for_citizen)
         vault.erasure.add_hook(lambda _session, _citizen_id: runner.forget_opened_keys())
         frames = BoundedShards(settings.frame_memo_seconds)
-        vault.erasure.add_hook(lambda _session, _citizen_id: frames.forget())
         cache = MeasurementCache(settings.measurement_cache_size)
-        return cls(
-            vault,
-            settings,
-            ledger,
-            runner,
-            QueryService(vault, settings, ledger, runner, cache, frames),
-        )
+        queries = QueryService(vault, settings, ledger, runner, cache, frames)
+
+        def forget_memos(_session: object, _citizen_id: str) -> None:
+            frames.forget()
+            queries.material.forget()
+            queries.admissions.forget()
+
+        vault.erasure.add_hook(forget_memos)
+        return cls(vault, settings, ledger, runner, queries)
 
     def deliver_notices(self) -> int:
         """Write the pending "your data was used" entries into citizens' audit chains."""

@@ -46,11 +46,18 @@ class SealedCitizen:
 
 @dataclass(frozen=True, slots=True)
 class ContributingConsent:
-    """A consent that passed the gate: its id, citizen and the SHA-256 of its verified terms."""
+    """A consent that passed the gate: its id, citizen, the SHA-256 of its verified terms and
+    the citizen's consent revision read before the gate read its evidence."""
 
     consent_id: str
     citizen_id: str
     terms_sha256: str
+    revision: int
+
+
+def stream_types(dataset: str, with_profile: bool) -> list[str]:
+    """The stream types a release of ``dataset`` reads (and the profile, for citizen groups)."""
+    return [dataset, PROFILE] if with_profile and dataset != PROFILE else [dataset]
 
 
 def gather_sealed(
@@ -62,7 +69,7 @@ def gather_sealed(
 ) -> list[SealedCitizen]:
     """The sealed material of every consent in ``consents``, in their order (by citizen id)."""
     citizens = {c.citizen_id for c in consents}
-    types = [dataset, PROFILE] if with_profile and dataset != PROFILE else [dataset]
+    types = stream_types(dataset, with_profile)
     digests = {c.consent_id: c.terms_sha256 for c in consents}
     grants: dict[str, dict[str, tuple[bytes, bytes]]] = {}
     for consent_id, key_id, sealed, digest, public in repository.grants_with_public_keys(

@@ -86,7 +86,8 @@ class DPRelease(SQLModel, table=True):
 
 class ReleaseContribution(SQLModel, table=True):
     """A consent that a release charged. ``noticed`` turns true once the citizen's audit chain
-    says so (written after the release commits, so a long query does not hold every chain)."""
+    says so (written after the release is settled, so a long query does not hold every chain;
+    contributions of a release still running are not told)."""
 
     __tablename__ = "release_contributions"
 

@@ -113,3 +113,43 @@ def test_a_crashed_reservation_is_cancelled_and_refunded(client: TestClient) -> 
         assert all(b.epsilon_spent == 0 and b.releases == 0 for b in s.exec(select(ConsentBudget)))
         assert s.exec(select(DepartmentBudget)).one().epsilon_spent == 0
         assert s.exec(select(ReleaseContribution)).all() == []
+
+
+def test_citizens_are_told_only_once_their_release_is_settled(client: TestClient) -> None:
+    """While a release runs, its contributions wait; once released, each citizen is told once."""
+    publish_city(client)
+    populate(client, 3)
+    agg = client.app.state.aggregation  # type: ignore[attr-defined]
+    prepared = agg.queries.prepare(QueryRequest.model_validate(QUERY))
+    from aggregation import consent_gate
+
+    at = utcnow()
+    with agg.vault.reading() as s:
+        admitted = consent_gate.admit(s, agg.vault.consents, prepared.query, at)
+    with agg.vault.unit_of_work() as s:
+        reservation = agg.ledger.reserve(
+            s,
+            department_id="energy",
+            purpose="energy-planning",
+            dataset="energy.consumption",
+            query={},
+            epsilon=4.0,
+            size_check_epsilon=2.0,
+            admitted=admitted,
+            requested_by="test",
+            at=at,
+        )
+    assert len(reservation.charged) == 3
+    assert agg.deliver_notices() == 0  # still running: nothing is told
+    with agg.vault.unit_of_work() as s:
+        agg.ledger.settle(
+            s,
+            reservation.release_id,
+            outcome="released",
+            kept={c.consent.consent_id for c in reservation.charged},
+            at=utcnow(),
+        )
+    assert agg.deliver_notices() == 3
+    assert agg.deliver_notices() == 0
+    with agg.vault.reading() as s:
+        assert all(c.noticed for c in s.exec(select(ReleaseContribution)))

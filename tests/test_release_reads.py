@@ -130,18 +130,20 @@ def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
     end = datetime(2026, 12, 1, tzinfo=UTC)
     rows = [(c, start, end, citizens[i], 2.5, 4) for i, c in enumerate(consents)]
     with _vault(client).unit_of_work() as session:
-        repository.insert_consent_budgets(session, "energy", rows)
-        # A second insert of the same keys changes nothing (a concurrent reservation made them).
-        repository.insert_consent_budgets(
+        repository.stage_charges(session, "energy", rows)
+        # Staging the same keys again changes no row (a concurrent reservation made them).
+        repository.stage_charges(
             session, "energy", [(c, start, end, "x", 9.0, 9) for c, *_ in rows]
         )
-        repository.add_to_consent_budgets(session, [(consents[0], start)], 0.75, 1)
-        repository.insert_contributions(
-            session,
-            "r1",
-            [(consents[0], citizens[0], start), (consents[1], citizens[1], start)],
-            0.75,
-        )
+        repository.stage_charges(session, "energy", rows)
+        assert repository.staged_short_of(session, 2.5, 1e-9) == set()
+        assert repository.staged_short_of(session, 2.6, 1e-9) == set(consents)
+        repository.unstage(session, consents[2:])
+        repository.charge_staged(session, "r1", 0.75)
+        # Charged 0.75 of 2.5: another 1.75 fits, 1.8 does not; the others are untouched.
+        repository.stage_charges(session, "energy", rows)
+        assert repository.staged_short_of(session, 1.75, 1e-9) == set()
+        assert repository.staged_short_of(session, 1.8, 1e-9) == set(consents[:2])
         # And one row the ORM writes itself, for the same period.
         session.add(
             ConsentBudget(
@@ -171,6 +173,7 @@ def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
             select(ReleaseContribution).where(ReleaseContribution.release_id == "r1")
         ).all()
     assert found is not None and found.epsilon_spent == 0.75 and found.releases == 1
+    assert [orm[c].epsilon_spent for c in consents[:3]] == [0.75, 0.75, 0.0]
     assert set(orm) == {*consents, "orm-written"}
     for consent, first, last, citizen, limit, releases in rows:
         row = orm[consent]
@@ -185,6 +188,6 @@ def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
         assert (state.epsilon_spent, state.releases) == (row.epsilon_spent, row.releases)
     assert sorted(contributions) == sorted([(consents[0], start), (consents[1], start)])
     assert {(c.consent_id, c.period_start, c.epsilon, c.noticed) for c in orm_contributions} == {
-        (consents[0], start, 0.75, True),
-        (consents[1], start, 0.75, True),
+        (consents[0], start, 0.75, False),
+        (consents[1], start, 0.75, False),
     }

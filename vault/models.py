@@ -27,6 +27,9 @@ class Citizen(SQLModel, table=True):
     created_at: datetime = Field(sa_column=utc_column())
     failed_logins: int = 0
     locked_until: datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    # Raised by the database's triggers (migration 0005) with every change of the citizen's
+    # consents, consent events, key grants or verify key; never written by the application.
+    consent_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class AccessToken(SQLModel, table=True):
@@ -61,6 +64,9 @@ class Stream(SQLModel, table=True):
     current_key_id: str = Field(max_length=32)
     next_seq: int = 0
     created_at: datetime = Field(sa_column=utc_column())
+    # Raised by the database's triggers (migration 0005) with every change of the stream's chunks
+    # or of a stream key's public key; never written by the application.
+    chunk_revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class StreamKey(SQLModel, table=True):

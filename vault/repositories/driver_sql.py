@@ -54,6 +54,17 @@ def run_many(session: Session, statement: str, rows: Iterable[Sequence[Any]]) ->
         cursor.close()
 
 
+def execute(session: Session, statement: str, params: Sequence[Any] = ()) -> int:
+    """Run one statement that returns no rows; the number of rows it changed."""
+    dialect, driver = _driver(session)
+    cursor = driver.cursor()
+    try:
+        cursor.execute(_for(dialect, statement), tuple(params))
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
 def fetch_all(
     session: Session, statement: str, params: Sequence[Any] = ()
 ) -> list[tuple[Any, ...]]:
