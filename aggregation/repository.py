@@ -46,21 +46,31 @@ class CandidateConsent(NamedTuple):
     signing_key: bytes
 
 
+#: Which consents a department's query considers (the copy columns' pre-filter, on ``consents c``).
+_CANDIDATES = (
+    "c.department_id = ? AND c.status IN ('given', 'renewed') AND c.not_after > ? "
+    "ORDER BY c.citizen_id, c.id"
+)
+
+
+def _candidate_params(session: Session, department_id: str, at: datetime) -> list[Any]:
+    after = driver_sql.binder(session, ConsentRecord.__table__.c.not_after)  # type: ignore[attr-defined]
+    return [department_id, after(at)]
+
+
 def candidate_consents(
     session: Session, department_id: str, at: datetime
 ) -> list[CandidateConsent]:
     """The department's consents whose copy columns say they may still be in force, by citizen,
     read on the driver. Only a pre-filter: every one of them is verified and decided before
     anything is used."""
-    after = driver_sql.binder(session, ConsentRecord.__table__.c.not_after)  # type: ignore[attr-defined]
     return [
         CandidateConsent(a, b, c, d, bytes(e), bytes(f))
         for a, b, c, d, e, f in driver_sql.fetch_all(
             session,
-            "SELECT id, terms_id, citizen_id, terms_json, signature, signing_key FROM consents "
-            "WHERE department_id = ? AND status IN ('given', 'renewed') AND not_after > ? "
-            "ORDER BY citizen_id, id",
-            [department_id, after(at)],
+            "SELECT c.id, c.terms_id, c.citizen_id, c.terms_json, c.signature, c.signing_key "
+            "FROM consents c WHERE " + _CANDIDATES,
+            _candidate_params(session, department_id, at),
         )
     ]
 
@@ -79,16 +89,13 @@ def candidate_revisions(
 ) -> list[CandidateRevision]:
     """The ids of :func:`candidate_consents` with their citizens' consent revisions, by citizen:
     what the admission memo needs to know which consents changed, without their terms."""
-    after = driver_sql.binder(session, ConsentRecord.__table__.c.not_after)  # type: ignore[attr-defined]
     return [
         CandidateRevision(a, b, int(c))
         for a, b, c in driver_sql.fetch_all(
             session,
-            "SELECT c.id, c.citizen_id, z.consent_revision FROM consents c "
-            "JOIN citizens z ON z.id = c.citizen_id "
-            "WHERE c.department_id = ? AND c.status IN ('given', 'renewed') AND c.not_after > ? "
-            "ORDER BY c.citizen_id, c.id",
-            [department_id, after(at)],
+            "SELECT c.id, c.citizen_id, z.consent_revision FROM consents c "  # noqa: S608
+            "JOIN citizens z ON z.id = c.citizen_id WHERE " + _CANDIDATES,
+            _candidate_params(session, department_id, at),
         )
     ]
 

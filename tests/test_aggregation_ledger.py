@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -77,16 +78,16 @@ def test_fifty_concurrent_queries_never_overspend(client: TestClient) -> None:
         )
 
 
-def test_a_crashed_reservation_is_cancelled_and_refunded(client: TestClient) -> None:
-    publish_city(client)
-    populate(client, 4)
-    agg = client.app.state.aggregation  # type: ignore[attr-defined]
-    prepared = agg.queries.prepare(QueryRequest.model_validate(QUERY))
+def _reserve(client: TestClient) -> tuple[Any, Any, datetime]:
+    """A reservation of the standard query for every admitted consent, left running:
+    (the aggregation runtime, the reservation, its time)."""
     from aggregation import consent_gate
 
+    agg = client.app.state.aggregation  # type: ignore[attr-defined]
+    prepared = agg.queries.prepare(QueryRequest.model_validate(QUERY))
     at = utcnow()
     with agg.vault.reading() as s:
-        admitted = consent_gate.admit(s, agg.vault.consents, prepared.query, utcnow())
+        admitted = consent_gate.admit(s, agg.vault.consents, prepared.query, at)
     with agg.vault.unit_of_work() as s:
         reservation = agg.ledger.reserve(
             s,
@@ -100,6 +101,13 @@ def test_a_crashed_reservation_is_cancelled_and_refunded(client: TestClient) -> 
             requested_by="test",
             at=at,
         )
+    return agg, reservation, at
+
+
+def test_a_crashed_reservation_is_cancelled_and_refunded(client: TestClient) -> None:
+    publish_city(client)
+    populate(client, 4)
+    agg, reservation, at = _reserve(client)
     assert len(reservation.charged) == 4
     with agg.vault.unit_of_work() as s:  # the process died here, an hour ago
         row = s.get(DPRelease, reservation.release_id)
@@ -119,26 +127,7 @@ def test_citizens_are_told_only_once_their_release_is_settled(client: TestClient
     """While a release runs, its contributions wait; once released, each citizen is told once."""
     publish_city(client)
     populate(client, 3)
-    agg = client.app.state.aggregation  # type: ignore[attr-defined]
-    prepared = agg.queries.prepare(QueryRequest.model_validate(QUERY))
-    from aggregation import consent_gate
-
-    at = utcnow()
-    with agg.vault.reading() as s:
-        admitted = consent_gate.admit(s, agg.vault.consents, prepared.query, at)
-    with agg.vault.unit_of_work() as s:
-        reservation = agg.ledger.reserve(
-            s,
-            department_id="energy",
-            purpose="energy-planning",
-            dataset="energy.consumption",
-            query={},
-            epsilon=4.0,
-            size_check_epsilon=2.0,
-            admitted=admitted,
-            requested_by="test",
-            at=at,
-        )
+    agg, reservation, _ = _reserve(client)
     assert len(reservation.charged) == 3
     assert agg.deliver_notices() == 0  # still running: nothing is told
     with agg.vault.unit_of_work() as s:

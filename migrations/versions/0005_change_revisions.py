@@ -61,29 +61,23 @@ def _sqlite_upgrade() -> None:
     )
 
 
+def _pg_body(raise_old: str, raise_new: str) -> str:
+    """A row trigger's body: NEW and OLD are only defined for the operations that have them."""
+    return (
+        f"IF TG_OP <> 'INSERT' THEN {raise_old}; END IF; "
+        f"IF TG_OP <> 'DELETE' THEN {raise_new}; END IF;"
+    )
+
+
 _PG_FUNCTIONS = {
-    # One function per table: NEW and OLD are only defined for the operations that have them.
-    "consents": (
-        "IF TG_OP <> 'INSERT' THEN "
-        + _RAISE_CITIZEN.format(who="OLD.citizen_id")
-        + "; END IF; IF TG_OP <> 'DELETE' THEN "
-        + _RAISE_CITIZEN.format(who="NEW.citizen_id")
-        + "; END IF;"
+    "consents": _pg_body(
+        _RAISE_CITIZEN.format(who="OLD.citizen_id"), _RAISE_CITIZEN.format(who="NEW.citizen_id")
     ),
-    "consent_events": (
-        "IF TG_OP <> 'INSERT' THEN "
-        + _RAISE_CITIZEN.format(who=_CITIZEN_OF_CONSENT.format(row="OLD"))
-        + "; END IF; IF TG_OP <> 'DELETE' THEN "
-        + _RAISE_CITIZEN.format(who=_CITIZEN_OF_CONSENT.format(row="NEW"))
-        + "; END IF;"
+    "consent_events": _pg_body(
+        _RAISE_CITIZEN.format(who=_CITIZEN_OF_CONSENT.format(row="OLD")),
+        _RAISE_CITIZEN.format(who=_CITIZEN_OF_CONSENT.format(row="NEW")),
     ),
-    "chunks": (
-        "IF TG_OP <> 'INSERT' THEN "
-        + _RAISE_STREAM.format(row="OLD")
-        + "; END IF; IF TG_OP <> 'DELETE' THEN "
-        + _RAISE_STREAM.format(row="NEW")
-        + "; END IF;"
-    ),
+    "chunks": _pg_body(_RAISE_STREAM.format(row="OLD"), _RAISE_STREAM.format(row="NEW")),
 }
 _PG_FUNCTIONS["key_grants"] = _PG_FUNCTIONS["consent_events"]
 
