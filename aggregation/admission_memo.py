@@ -16,7 +16,7 @@ delete of the citizen's consents, consent events and key grants, and any change 
 key (triggers of migration 0005; no write path can skip them). :class:`AdmissionMemo` remembers
 each judgment under (shape, consent id) with the revision read **before** its evidence was read.
 
-Properties (tests: ``tests/test_admission_memo.py``):
+Properties (tests: ``tests/test_change_revisions.py``):
 
 * **A hit is the judgment a fresh gate would make.** It is used only for the same shape, the same
   consent, the same revision and an ``at`` inside the window. A change committed after the revision
@@ -25,7 +25,8 @@ Properties (tests: ``tests/test_admission_memo.py``):
 * **It decides nothing.** Every judgment it holds was made by the gate's one verification and the
   consent package's one decision function. Judgments without a verified window (a consent that does
   not verify, not yet valid, expired or withdrawn) are not remembered: they are judged every time.
-* **Bounded.** At most :data:`MAX_SHAPES` shapes (the least recently used goes first); erasing a
+* **Bounded.** At most :data:`MAX_SHAPES` shapes and, beyond the newest shape,
+  :data:`MAX_JUDGMENTS` judgments in all (the least recently used shapes go first); erasing a
   citizen empties it (an erasure hook).
 
 Safe to share between threads.
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
 
 #: Query shapes remembered at most (each holds one small entry per candidate consent).
 MAX_SHAPES = 16
+#: Judgments kept at most over the older shapes (about 300 bytes each); the newest shape is kept
+#: whole, as the query that made it held as much.
+MAX_JUDGMENTS = 2_000_000
 
 Shape = tuple[object, ...]
 
@@ -84,8 +88,9 @@ class Judgment:
 class AdmissionMemo:
     """Judgments by (query shape, consent id). See the module."""
 
-    def __init__(self, max_shapes: int = MAX_SHAPES) -> None:
+    def __init__(self, max_shapes: int = MAX_SHAPES, max_judgments: int = MAX_JUDGMENTS) -> None:
         self._max_shapes = max_shapes
+        self._max_judgments = max_judgments
         self._shapes: OrderedDict[Shape, dict[str, Judgment]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -123,8 +128,11 @@ class AdmissionMemo:
         with self._lock:
             self._shapes[shape] = judgments
             self._shapes.move_to_end(shape)
-            while len(self._shapes) > self._max_shapes:
-                self._shapes.popitem(last=False)
+            held = sum(len(v) for v in self._shapes.values())
+            while len(self._shapes) > 1 and (
+                len(self._shapes) > self._max_shapes or held > self._max_judgments
+            ):
+                held -= len(self._shapes.popitem(last=False)[1])
 
     def forget(self) -> None:
         """Drop every judgment (a citizen was erased)."""

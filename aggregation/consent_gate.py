@@ -129,7 +129,7 @@ def _rows(
     wanted = {c.consent_id for c in candidates}
     if every:
         return [r for r in repository.candidate_consents(session, department, at) if r.id in wanted]
-    return repository.consents_by_id(session, wanted)
+    return repository.candidates_by_id(session, department, at, wanted)
 
 
 def admit(

@@ -221,8 +221,7 @@ class PrivacyLedger:
         repository.lock_staged_budgets(session)
         # A consent pays only if its budget row can: spent + epsilon within its limit (with
         # _SLACK), and fewer releases than its limit.
-        short = repository.staged_short_of(session, epsilon, _SLACK)
-        repository.unstage(session, short)
+        short = repository.unstage_short_of(session, epsilon, _SLACK)
         charged = [
             Charged(a, *periods[a.consent_id]) for a in admitted if a.consent_id not in short
         ]

@@ -17,7 +17,7 @@ revision, current key), with the service's public key and the whole spec. :class
 maps a fingerprint to the :func:`~aggregation.bounded_shards.shard_digest` of the material read
 after the fingerprint's revisions were read.
 
-Properties (tests: ``tests/test_material_revisions.py``):
+Properties (tests: ``tests/test_change_revisions.py``):
 
 * **A hit names exactly the material a fresh read would return.** Any change of a shard's material
   committed after its revisions were read raises a revision in the fingerprint, so the fingerprint
@@ -49,21 +49,30 @@ _FINGERPRINT_VERSION = b"civic-material-revisions-v1"
 
 def shard_fingerprint(
     shard: Sequence[ContributingConsent],
+    revisions: Mapping[str, int],
     streams: Mapping[str, Sequence[StreamRevision]],
     service_public: bytes,
     spec: BoundSpec,
 ) -> bytes:
-    """The fingerprint of ``shard``'s sealed material (see the module); ``streams``: each
-    citizen's streams of the types the query reads, in a fixed order
-    (:func:`aggregation.repository.stream_revisions`). ``repr`` of tuples of strings and numbers
-    is unambiguous (strings are quoted and escaped), and cheap."""
+    """The fingerprint of ``shard``'s sealed material (see the module); ``revisions``: each
+    citizen's consent revision, ``streams``: their streams of the types the query reads, in a
+    fixed order, both read just before the material would be
+    (:func:`aggregation.repository.consent_revisions`, :func:`~aggregation.repository.stream_revisions`).
+    ``repr`` of tuples of strings and numbers is unambiguous (strings are quoted and escaped), and
+    cheap."""
     described = repr(
         (
             _FINGERPRINT_VERSION,
             service_public,
             repr(spec),
             [
-                (c.citizen_id, c.consent_id, c.terms_sha256, c.revision, streams.get(c.citizen_id))
+                (
+                    c.citizen_id,
+                    c.consent_id,
+                    c.terms_sha256,
+                    revisions.get(c.citizen_id),
+                    streams.get(c.citizen_id),
+                )
                 for c in shard
             ],
         )

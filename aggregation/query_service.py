@@ -215,10 +215,7 @@ class QueryService:
                 prepared,
                 [
                     ContributingConsent(
-                        c.consent.consent_id,
-                        c.consent.citizen_id,
-                        c.consent.terms_sha256,
-                        c.consent.revision,
+                        c.consent.consent_id, c.consent.citizen_id, c.consent.terms_sha256
                     )
                     for c in kept
                 ],
@@ -291,13 +288,15 @@ class QueryService:
         with self._vault.reading() as session:
             if self.frames.enabled:
                 # The revisions before the material (aggregation.material_revisions).
+                citizens = {c.citizen_id for c in contributing}
+                revisions = repository.consent_revisions(session, citizens)
                 streams = repository.stream_revisions(
-                    session,
-                    {c.citizen_id for c in contributing},
-                    stream_types(dataset, with_profile),
+                    session, citizens, stream_types(dataset, with_profile)
                 )
                 service_public = public_key_of(service_key)
-                prints = [shard_fingerprint(s, streams, service_public, spec) for s in shards]
+                prints = [
+                    shard_fingerprint(s, revisions, streams, service_public, spec) for s in shards
+                ]
                 parts = [self._remembered_frame(p) for p in prints]
             todo = [i for i, part in enumerate(parts) if part is None]
             sealed = gather_sealed(

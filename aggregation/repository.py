@@ -100,17 +100,22 @@ def candidate_revisions(
     ]
 
 
-def consents_by_id(session: Session, consent_ids: Iterable[str]) -> list[CandidateConsent]:
-    """These consents' rows as :class:`CandidateConsent`, by citizen (missing ids are skipped)."""
+def candidates_by_id(
+    session: Session, department_id: str, at: datetime, consent_ids: Iterable[str]
+) -> list[CandidateConsent]:
+    """:func:`candidate_consents` among these ids only (by citizen): the same pre-filter, so a
+    consent whose copy columns changed since the ids were read is left out as it would be."""
     out: list[CandidateConsent] = []
+    params = _candidate_params(session, department_id, at)
     for part in _slices(consent_ids):
         out.extend(
             CandidateConsent(a, b, c, d, bytes(e), bytes(f))
             for a, b, c, d, e, f in driver_sql.fetch_all(
                 session,
-                "SELECT id, terms_id, citizen_id, terms_json, signature, signing_key "  # noqa: S608
-                f"FROM consents WHERE id IN ({driver_sql.placeholders(len(part))})",
-                part,
+                "SELECT c.id, c.terms_id, c.citizen_id, c.terms_json, c.signature, "  # noqa: S608
+                f"c.signing_key FROM consents c WHERE c.id IN ({driver_sql.placeholders(len(part))}) "
+                "AND " + _CANDIDATES,
+                [*part, *params],
             )
         )
     out.sort(key=lambda r: (r.citizen_id, r.id))
@@ -225,6 +230,28 @@ def stream_revisions(
         if len(mine) > 1:
             mine.sort()
     return out
+
+
+def consent_revisions(
+    session: Session, citizen_ids: Iterable[str], *, scan: bool | None = None
+) -> dict[str, int]:
+    """Each of these citizens' ``consent_revision`` (migration 0005), by citizen id (one scan
+    when they are a large share of the city)."""
+    wanted = set(citizen_ids)
+    if _scan_wins(session, len(wanted), scan):
+        rows = driver_sql.fetch_all(session, "SELECT id, consent_revision FROM citizens")
+    else:
+        rows = []
+        for part in _slices(wanted):
+            rows.extend(
+                driver_sql.fetch_all(
+                    session,
+                    "SELECT id, consent_revision FROM citizens "  # noqa: S608
+                    f"WHERE id IN ({driver_sql.placeholders(len(part))})",
+                    part,
+                )
+            )
+    return {citizen: int(revision) for citizen, revision in rows if citizen in wanted}
 
 
 def grants_with_public_keys(
@@ -349,30 +376,34 @@ def lock_staged_budgets(session: Session) -> None:
         )
 
 
-def staged_short_of(session: Session, epsilon: float, slack: float) -> set[str]:
-    """The staged consents whose budget row cannot pay ``epsilon`` more: no row, its spent
-    epsilon plus ``epsilon`` above its limit plus ``slack``, or its releases at their limit."""
-    return {
+#: Staged charges ``k`` whose budget row cannot pay (parameters: the epsilon, the slack): no row,
+#: spent + epsilon above limit + slack, or releases at their limit.
+_CANNOT_PAY = (
+    "NOT EXISTS (SELECT 1 FROM consent_budgets b WHERE b.consent_id = k.consent_id AND "
+    "b.period_start = k.period_start AND b.epsilon_spent + ? <= b.epsilon_limit + ? "
+    "AND b.releases < b.releases_limit)"
+)
+
+
+def unstage_short_of(session: Session, epsilon: float, slack: float) -> set[str]:
+    """Drop from the staged charges the consents whose budget row cannot pay ``epsilon`` more
+    (:data:`_CANNOT_PAY`; the rows are locked, so both statements see the same rows); returns
+    them."""
+    short = {
         consent
         for (consent,) in driver_sql.fetch_all(
             session,
-            "SELECT k.consent_id FROM release_charges k WHERE NOT EXISTS (SELECT 1 FROM "
-            "consent_budgets b WHERE b.consent_id = k.consent_id AND "
-            "b.period_start = k.period_start AND b.epsilon_spent + ? <= b.epsilon_limit + ? "
-            "AND b.releases < b.releases_limit)",
+            "SELECT k.consent_id FROM release_charges k WHERE " + _CANNOT_PAY,  # noqa: S608
             [epsilon, slack],
         )
     }
-
-
-def unstage(session: Session, consent_ids: Iterable[str]) -> None:
-    """Drop these consents from the staged charges."""
-    for part in _slices(consent_ids):
+    if short:
         driver_sql.execute(
             session,
-            f"DELETE FROM release_charges WHERE consent_id IN ({driver_sql.placeholders(len(part))})",  # noqa: S608
-            part,
+            "DELETE FROM release_charges AS k WHERE " + _CANNOT_PAY,  # noqa: S608
+            [epsilon, slack],
         )
+    return short
 
 
 def charge_staged(session: Session, release_id: str, epsilon: float) -> None:
@@ -393,6 +424,8 @@ def charge_staged(session: Session, release_id: str, epsilon: float) -> None:
         "FROM release_charges WHERE true ON CONFLICT DO NOTHING",
         [release_id, epsilon, False],
     )
+    # The staged ids are not kept past the reservation (SQLite's temporary tables outlive it).
+    driver_sql.execute(session, "DELETE FROM release_charges")
 
 
 def consent_budgets(

@@ -46,13 +46,11 @@ class SealedCitizen:
 
 @dataclass(frozen=True, slots=True)
 class ContributingConsent:
-    """A consent that passed the gate: its id, citizen, the SHA-256 of its verified terms and
-    the citizen's consent revision read before the gate read its evidence."""
+    """A consent that passed the gate: its id, citizen and the SHA-256 of its verified terms."""
 
     consent_id: str
     citizen_id: str
     terms_sha256: str
-    revision: int
 
 
 def stream_types(dataset: str, with_profile: bool) -> list[str]:

@@ -126,10 +126,7 @@ def bounded(client: TestClient, body: dict[str, Any]) -> tuple[bytes, set[str]]:
     assert consent_gate.one_per_citizen(judged) == admitted
     frame = agg.queries.bounded_frame(
         prepared,
-        [
-            ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
-            for a in admitted
-        ],
+        [ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted],
     )
     return frame.write_ipc(None).getvalue(), set(frame[CITIZEN].unique())
 

@@ -41,10 +41,7 @@ def test_dask_workers_hand_opendp_the_same_frame(client: TestClient) -> None:
         evidence = consent_gate.gather_evidence(session, agg.vault.consents, "energy", now)
         sealed = gather_sealed(
             session,
-            [
-                ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
-                for a in admitted
-            ],
+            [ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted],
             "energy.consumption",
             with_profile=True,
         )

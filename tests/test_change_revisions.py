@@ -30,6 +30,7 @@ from sqlalchemy import text
 from aggregation import consent_gate
 from aggregation.admission_memo import AdmissionMemo, Judgment
 from aggregation.bounded_shards import BoundedShards
+from aggregation.contributions import CITIZEN
 from aggregation.material_revisions import MaterialDigests, shard_fingerprint
 from aggregation.query_service import QueryService
 from aggregation.query_spec import QueryRequest
@@ -213,10 +214,7 @@ def _gate_and_frame(
         )
     frame = queries.bounded_frame(
         prepared,
-        [
-            ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
-            for a in admitted
-        ],
+        [ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted],
     )
     return admitted, frame.write_ipc(None).getvalue()
 
@@ -326,6 +324,41 @@ def test_the_check_above_can_fail_a_stale_revision_would_show(
     assert stale == before != fresh
 
 
+def test_the_reader_sees_changes_committed_after_the_gate(
+    town: tuple[TestClient, list[Any]],
+) -> None:
+    """The material's revisions are read by the reader itself, not taken from the gate: a grant
+    that stops opening between the gate and the reader leaves that citizen out, as a fresh read
+    does, instead of reusing the remembered frame."""
+    client, _ = town
+    live = client.app.state.aggregation.queries  # type: ignore[attr-defined]
+    person = resident(client, "late", DISTRICTS[2], [4.0, 6.0])
+    _gate_and_frame(client, live, timedelta(0))
+    agg = client.app.state.aggregation  # type: ignore[attr-defined]
+    body = QUERY | {"max_records_per_citizen": 1000}
+    prepared = live.prepare(QueryRequest.model_validate(body))
+    with agg.vault.reading() as session:
+        admitted = consent_gate.admit(
+            session, agg.vault.consents, prepared.query, utcnow(), live.admissions
+        )
+    contributing = [
+        ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted
+    ]
+    assert person.citizen.citizen_id in {c.citizen_id for c in contributing}
+    before = live.bounded_frame(prepared, contributing)
+    _raw(  # after the gate, before the reader: the grants no longer open
+        client,
+        "UPDATE key_grants SET sealed_key = :k WHERE consent_id = :c",
+        k=bytes(80),
+        c=person.consent_id,
+    )
+    after = live.bounded_frame(prepared, contributing)
+    fresh = _fresh_queries(client).bounded_frame(prepared, contributing)
+    assert after.equals(fresh)
+    assert person.citizen.citizen_id in set(before[CITIZEN].unique())
+    assert person.citizen.citizen_id not in set(after[CITIZEN].unique())
+
+
 # -- bounds -------------------------------------------------------------------------------------
 
 
@@ -378,26 +411,39 @@ def test_the_memo_recalls_only_what_holds() -> None:
     memo.remember(_request(epsilon=0.25), {})
     assert memo.recall(_request(), candidates)[1] == candidates
     memo.remember(_request(), {"a": Judgment(3, ok, *window)})
+    # Bounded in judgments too, beyond the newest shape.
+    small = AdmissionMemo(max_judgments=1)
+    small.remember(_request(), {"a": Judgment(3, ok, *window)})
+    small.remember(_request(epsilon=0.5), {"a": Judgment(3, ok, *window)})
+    assert len(small) == 1 and small.recall(_request(), candidates)[1] == candidates
     memo.forget()
     assert len(memo) == 0 and memo.recall(_request(), candidates)[1] == candidates
 
 
 def test_a_fingerprint_covers_every_part() -> None:
-    shard = [ContributingConsent("cons1", "cit1", "d" * 64, 2)]
+    shard = [ContributingConsent("cons1", "cit1", "d" * 64)]
+    revisions = {"cit1": 2}
     stream = ("s1", "energy.consumption", 5, "k1")
     streams = {"cit1": [stream]}
-    base = shard_fingerprint(shard, streams, b"p" * 32, spec(3))
+
+    def fingerprint(**changed: Any) -> bytes:
+        given = {
+            "shard": shard,
+            "revisions": revisions,
+            "streams": streams,
+            "service_public": b"p" * 32,
+            "spec": spec(3),
+        } | changed
+        return shard_fingerprint(**given)
+
+    base = fingerprint()
     variants = [
-        shard_fingerprint([dataclasses.replace(shard[0], **{f: v})], streams, b"p" * 32, spec(3))
-        for f, v in [
-            ("consent_id", "cons2"),
-            ("citizen_id", "cit2"),
-            ("terms_sha256", "e" * 64),
-            ("revision", 3),
-        ]
+        fingerprint(shard=[dataclasses.replace(shard[0], **{f: v})])
+        for f, v in [("consent_id", "cons2"), ("citizen_id", "cit2"), ("terms_sha256", "e" * 64)]
     ]
+    variants += [fingerprint(revisions={"cit1": 3}), fingerprint(revisions={})]
     variants += [
-        shard_fingerprint(shard, {"cit1": [changed]}, b"p" * 32, spec(3))
+        fingerprint(streams={"cit1": [changed]})
         for changed in [
             ("s2", "energy.consumption", 5, "k1"),
             ("s1", "profile", 5, "k1"),
@@ -406,13 +452,13 @@ def test_a_fingerprint_covers_every_part() -> None:
         ]
     ]
     variants += [
-        shard_fingerprint(shard, {}, b"p" * 32, spec(3)),
-        shard_fingerprint(shard, {"cit1": [stream, stream]}, b"p" * 32, spec(3)),
-        shard_fingerprint(shard, streams, b"q" * 32, spec(3)),
-        shard_fingerprint(shard, streams, b"p" * 32, spec(4)),
-        shard_fingerprint(shard * 2, streams, b"p" * 32, spec(3)),
+        fingerprint(streams={}),
+        fingerprint(streams={"cit1": [stream, stream]}),
+        fingerprint(service_public=b"q" * 32),
+        fingerprint(spec=spec(4)),
+        fingerprint(shard=shard * 2),
     ]
-    assert base == shard_fingerprint(list(shard), dict(streams), b"p" * 32, spec(3))
+    assert base == fingerprint(shard=list(shard), streams=dict(streams))
     assert len({base, *variants}) == len(variants) + 1
 
 

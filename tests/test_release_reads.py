@@ -136,14 +136,18 @@ def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
             session, "energy", [(c, start, end, "x", 9.0, 9) for c, *_ in rows]
         )
         repository.stage_charges(session, "energy", rows)
-        assert repository.staged_short_of(session, 2.5, 1e-9) == set()
-        assert repository.staged_short_of(session, 2.6, 1e-9) == set(consents)
-        repository.unstage(session, consents[2:])
+        assert repository.unstage_short_of(session, 2.5, 1e-9) == set()
+        assert repository.unstage_short_of(session, 2.6, 1e-9) == set(consents)
+        repository.stage_charges(session, "energy", rows[:2])
         repository.charge_staged(session, "r1", 0.75)
         # Charged 0.75 of 2.5: another 1.75 fits, 1.8 does not; the others are untouched.
         repository.stage_charges(session, "energy", rows)
-        assert repository.staged_short_of(session, 1.75, 1e-9) == set()
-        assert repository.staged_short_of(session, 1.8, 1e-9) == set(consents[:2])
+        assert repository.unstage_short_of(session, 1.75, 1e-9) == set()
+        assert repository.unstage_short_of(session, 1.8, 1e-9) == set(consents[:2])
+        # What cannot pay is no longer staged: charging now charges only the others.
+        remaining = driver_sql.fetch_all(session, "SELECT consent_id FROM release_charges")
+        assert sorted(r[0] for r in remaining) == sorted(consents[2:])
+        repository.stage_charges(session, "energy", [])
         # And one row the ORM writes itself, for the same period.
         session.add(
             ConsentBudget(

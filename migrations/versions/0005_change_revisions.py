@@ -7,6 +7,9 @@
 * ``streams.chunk_revision`` rises with every insert, update or delete of the stream's chunks, and
   with any change of one of its stream keys' public key.
 
+Also: contributions of releases still running are marked not yet told (they are now held back
+by their release's status, not by the flag).
+
 They are raised by triggers, not by the application, so that no write path can forget them: the
 aggregation service remembers decisions and bounded frames by these counters
 (``aggregation.admission_memo``, ``aggregation.material_revisions``) and must see every change.
@@ -124,6 +127,13 @@ def upgrade() -> None:
         _postgresql_upgrade()
     else:
         _sqlite_upgrade()
+    # Contributions used to be held back from citizens' logs by being stored noticed until their
+    # release settled; now the release's status holds them back. Those of a release still running
+    # during the upgrade must not stay marked as told.
+    op.execute(
+        "UPDATE release_contributions SET noticed = false WHERE release_id IN "
+        "(SELECT id FROM dp_releases WHERE status = 'reserved')"
+    )
 
 
 def downgrade() -> None:
