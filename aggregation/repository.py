@@ -150,6 +150,31 @@ def _scan_wins(session: Session, citizens: int, scan: bool | None) -> bool:
     return citizens >= SCAN_SHARE * total
 
 
+def _rows_keyed_by(
+    session: Session,
+    select_where: str,
+    params: Sequence[Any],
+    key_column: str,
+    wanted: set[str],
+    scan: bool | None,
+) -> list[tuple[Any, ...]]:
+    """The rows of ``select_where`` (a SELECT ending in its WHERE condition, with ``params``) whose
+    first column, ``key_column``, is in ``wanted``: by one scan filtered here when ``wanted`` is a
+    large share of the city (:func:`_scan_wins`), else by one query per slice of ``wanted``."""
+    if _scan_wins(session, len(wanted), scan):
+        return [r for r in driver_sql.fetch_all(session, select_where, params) if r[0] in wanted]
+    out: list[tuple[Any, ...]] = []
+    for part in _slices(wanted):
+        out.extend(
+            driver_sql.fetch_all(
+                session,
+                f"{select_where} AND {key_column} IN ({driver_sql.placeholders(len(part))})",
+                [*params, *part],
+            )
+        )
+    return out
+
+
 def chunks_of_citizens(
     session: Session,
     citizen_ids: Iterable[str],
@@ -164,27 +189,13 @@ def chunks_of_citizens(
     A city-wide release reads every chunk of the city: on the driver, without ORM objects, and by
     one scan when the citizens are a large share of the city (:data:`SCAN_SHARE`). No ORDER BY:
     SQLite would then walk the whole chunks index in order for every slice; callers sort."""
-    wanted = set(citizen_ids)
     types = list(stream_types)
-    of_type = f"s.stream_type IN ({driver_sql.placeholders(len(types))})"
     # Built of constants and placeholders only (S608: no value is ever formatted into SQL).
-    joined = f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN streams s ON s.id = c.stream_id WHERE "  # noqa: S608
-    if _scan_wins(session, len(wanted), scan):
-        return [
-            row
-            for row in driver_sql.fetch_all(session, joined + of_type, types)
-            if row[0] in wanted
-        ]
-    out: list[tuple[Any, ...]] = []
-    for part in _slices(wanted):
-        out.extend(
-            driver_sql.fetch_all(
-                session,
-                joined + f"s.citizen_id IN ({driver_sql.placeholders(len(part))}) AND {of_type}",
-                [*part, *types],
-            )
-        )
-    return out
+    joined = (
+        f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN streams s ON s.id = c.stream_id "  # noqa: S608
+        f"WHERE s.stream_type IN ({driver_sql.placeholders(len(types))})"
+    )
+    return _rows_keyed_by(session, joined, types, "s.citizen_id", set(citizen_ids), scan)
 
 
 #: One stream a release may read, as its revision: (stream id, stream type, chunk revision,
@@ -203,29 +214,16 @@ def stream_revisions(
     """Each of these citizens' streams of these types, as :data:`StreamRevision` sorted by
     stream id, by citizen (citizens without such streams are left out); one scan when the
     citizens are a large share of the city, as :func:`chunks_of_citizens`."""
-    wanted = set(citizen_ids)
     types = list(stream_types)
-    of_type = f"stream_type IN ({driver_sql.placeholders(len(types))})"
-    # Built of constants and placeholders only (S608: no value is ever formatted into SQL).
     select = (
-        "SELECT citizen_id, id, stream_type, chunk_revision, current_key_id FROM streams WHERE "
+        "SELECT citizen_id, id, stream_type, chunk_revision, current_key_id FROM streams "  # noqa: S608
+        f"WHERE stream_type IN ({driver_sql.placeholders(len(types))})"
     )
-    if _scan_wins(session, len(wanted), scan):
-        rows = driver_sql.fetch_all(session, select + of_type, types)
-    else:
-        rows = []
-        for part in _slices(wanted):
-            rows.extend(
-                driver_sql.fetch_all(
-                    session,
-                    select + f"citizen_id IN ({driver_sql.placeholders(len(part))}) AND {of_type}",
-                    [*part, *types],
-                )
-            )
     out: dict[str, list[StreamRevision]] = {}
-    for citizen, stream, kind, revision, key in rows:
-        if citizen in wanted:
-            out.setdefault(citizen, []).append((stream, kind, int(revision), key))
+    for citizen, stream, kind, revision, key in _rows_keyed_by(
+        session, select, types, "citizen_id", set(citizen_ids), scan
+    ):
+        out.setdefault(citizen, []).append((stream, kind, int(revision), key))
     for mine in out.values():
         if len(mine) > 1:
             mine.sort()
@@ -237,21 +235,15 @@ def consent_revisions(
 ) -> dict[str, int]:
     """Each of these citizens' ``consent_revision`` (migration 0005), by citizen id (one scan
     when they are a large share of the city)."""
-    wanted = set(citizen_ids)
-    if _scan_wins(session, len(wanted), scan):
-        rows = driver_sql.fetch_all(session, "SELECT id, consent_revision FROM citizens")
-    else:
-        rows = []
-        for part in _slices(wanted):
-            rows.extend(
-                driver_sql.fetch_all(
-                    session,
-                    "SELECT id, consent_revision FROM citizens "  # noqa: S608
-                    f"WHERE id IN ({driver_sql.placeholders(len(part))})",
-                    part,
-                )
-            )
-    return {citizen: int(revision) for citizen, revision in rows if citizen in wanted}
+    rows = _rows_keyed_by(
+        session,
+        "SELECT id, consent_revision FROM citizens WHERE true",
+        [],
+        "id",
+        set(citizen_ids),
+        scan,
+    )
+    return {citizen: int(revision) for citizen, revision in rows}
 
 
 def grants_with_public_keys(
@@ -260,23 +252,11 @@ def grants_with_public_keys(
     """(consent id, stream key id, sealed key, terms digest, the stream key's public half) of
     ``grantee``'s grants for these consents (on the driver; one scan of the grantee's grants
     when the consents are a large share of the city, else one joined query per slice)."""
-    wanted = set(consent_ids)
     joined = (
         f"SELECT {_GRANT_COLUMNS} FROM key_grants g JOIN stream_keys k ON k.id = g.stream_key_id "  # noqa: S608
         "WHERE g.grantee = ?"
     )
-    if _scan_wins(session, len(wanted), scan):
-        rows = [r for r in driver_sql.fetch_all(session, joined, [grantee]) if r[0] in wanted]
-    else:
-        rows = []
-        for part in _slices(wanted):
-            rows.extend(
-                driver_sql.fetch_all(
-                    session,
-                    joined + f" AND g.consent_id IN ({driver_sql.placeholders(len(part))})",
-                    [grantee, *part],
-                )
-            )
+    rows = _rows_keyed_by(session, joined, [grantee], "g.consent_id", set(consent_ids), scan)
     return [(a, b, bytes(c), d, bytes(e)) for a, b, c, d, e in rows]
 
 

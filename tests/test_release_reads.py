@@ -93,6 +93,18 @@ def test_a_scan_reads_exactly_what_lookups_read_for_any_subset(
         )
         assert norm == as_stored
         assert {r[0] for r in norm} <= set(subset)
+        # The revisions a warm release reads instead go the same two ways, for the same citizens.
+        with _vault(client).reading() as session:
+            streams = [
+                repository.stream_revisions(session, subset, TYPES, scan=way)
+                for way in (True, False)
+            ]
+            revisions = [
+                repository.consent_revisions(session, subset, scan=way) for way in (True, False)
+            ]
+        assert streams[0] == streams[1] and set(streams[0]) == set(subset) - {"no-such-citizen"}
+        assert all(len(mine) == 2 for mine in streams[0].values())
+        assert revisions[0] == revisions[1] and set(revisions[0]) == set(streams[0])
     # Every citizen of the city has a profile and an energy stream, one chunk each.
     with _vault(client).reading() as session:
         everyone = repository.chunks_of_citizens(session, citizens, TYPES, scan=True)
