@@ -155,9 +155,18 @@ def fixed_point_unit(bounds: tuple[float, float]) -> float:
     return 2.0 ** (math.ceil(math.log2(largest)) - FIXED_POINT_BITS)
 
 
-def frame_schema(plan: ReleasePlan) -> dict[str, type[pl.DataType]]:
+#: The types a frame's ``citizen`` column may have when OpenDP sees it: ids as they are stored,
+#: or numbers standing for them (``dp_release.numbered_citizens``: a quarter of the bytes).
+IDENTIFIER_TYPES: tuple[type[pl.DataType], ...] = (pl.String, pl.Int64)
+
+
+def frame_schema(
+    plan: ReleasePlan, identifier: type[pl.DataType] = pl.String
+) -> dict[str, type[pl.DataType]]:
     """The columns (and their order) every frame is normalised to before OpenDP sees it."""
-    schema: dict[str, type[pl.DataType]] = {CITIZEN: pl.String}
+    if identifier not in IDENTIFIER_TYPES:
+        raise ValueError(f"the {CITIZEN} column must be one of {IDENTIFIER_TYPES}")
+    schema: dict[str, type[pl.DataType]] = {CITIZEN: identifier}
     schema.update(dict.fromkeys(plan.group_by, pl.String))
     schema.update(dict.fromkeys(plan.fields, pl.Float64))
     return schema
@@ -171,11 +180,11 @@ def _margins(plan: ReleasePlan) -> list[Any]:
     return margins
 
 
-def _context(plan: ReleasePlan) -> Any:
+def _context(plan: ReleasePlan, identifier: type[pl.DataType]) -> Any:
     """A compositor over an empty frame of the right schema: a place to write queries."""
     dp = opendp()
     return dp.Context.compositor(
-        data=pl.LazyFrame(schema=frame_schema(plan)),
+        data=pl.LazyFrame(schema=frame_schema(plan, identifier)),
         privacy_unit=dp.unit_of(contributions=1, identifier=CITIZEN),
         privacy_loss=dp.loss_of(epsilon=plan.epsilon),
         split_evenly_over=1,
@@ -342,9 +351,10 @@ def _half_width(summary: dict[str, Any]) -> float | None:
     return None
 
 
-def resolve(plan: ReleasePlan) -> ResolvedRelease:
-    """Build, calibrate and check every measurement of ``plan`` (data-independent)."""
-    context = _context(plan)
+def resolve(plan: ReleasePlan, identifier: type[pl.DataType] = pl.String) -> ResolvedRelease:
+    """Build, calibrate and check every measurement of ``plan`` (data-independent), for frames
+    whose ``citizen`` column has the type ``identifier``."""
+    context = _context(plan, identifier)
     share = plan.epsilon / len(plan.measurements) * (1 - BUDGET_HEADROOM)
     queries: list[ResolvedQuery] = []
     first = 0
@@ -456,10 +466,11 @@ class MeasurementCache:
         self._misses = 0
 
     @staticmethod
-    def key(plan: ReleasePlan) -> Hashable:
+    def key(plan: ReleasePlan, identifier: type[pl.DataType] = pl.String) -> Hashable:
         """Everything the measurements depend on; all of it is public (no data)."""
         return (
             plan.shape_key,
+            str(identifier),
             plan.epsilon,
             FIXED_POINT_BITS,
             MAX_GROUP_LENGTH,
@@ -467,9 +478,12 @@ class MeasurementCache:
             BUDGET_HEADROOM,
         )
 
-    def resolved(self, plan: ReleasePlan) -> tuple[ResolvedRelease, bool]:
-        """The plan's measurements and whether they came from the cache."""
-        key = self.key(plan)
+    def resolved(
+        self, plan: ReleasePlan, identifier: type[pl.DataType] = pl.String
+    ) -> tuple[ResolvedRelease, bool]:
+        """The plan's measurements (for frames whose ``citizen`` column has the type
+        ``identifier``) and whether they came from the cache."""
+        key = self.key(plan, identifier)
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
@@ -477,7 +491,7 @@ class MeasurementCache:
                 self._hits += 1
                 return found, True
             self._misses += 1
-        built = resolve(plan)
+        built = resolve(plan, identifier)
         with self._lock:
             if self._max_entries:
                 self._entries[key] = self._entries.get(key, built)

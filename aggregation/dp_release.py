@@ -1,8 +1,9 @@
 """The differential-privacy release engine: statistics per public group from bounded records.
 
-Input: a polars LazyFrame of already selected, decrypted and bounded records (``citizen``, one
+Input: a polars frame of already selected, decrypted and bounded records (``citizen``, one
 String column per dimension of ``plan.group_by``, one Float64 column per numeric field) and a
-:class:`ReleasePlan`. Output: a :class:`ReleaseResult` with every group of the public domains, in
+:class:`ReleasePlan`. A frame in memory has its citizen ids replaced by numbers before OpenDP sees
+it (:func:`numbered_citizens`), a lazy one (a scan) is handed over as it is. Output: a :class:`ReleaseResult` with every group of the public domains, in
 domain order, each statistic with its 95% interval. Pure functions; OpenDP 0.16 does the noise.
 
 Privacy property
@@ -107,6 +108,7 @@ __all__ = [
     "expected_accuracy",
     "mean_interval",
     "noisy_count",
+    "numbered_citizens",
     "release",
 ]
 
@@ -222,19 +224,25 @@ class NoisyCount:
 
 
 def release(
-    frame: pl.LazyFrame, plan: ReleasePlan, cache: MeasurementCache | None = None
+    frame: pl.LazyFrame | pl.DataFrame, plan: ReleasePlan, cache: MeasurementCache | None = None
 ) -> ReleaseResult:
     """Release ``plan``'s statistics on ``frame`` (spends ``plan.epsilon``; see the module doc).
 
-    The frame stays lazy: it is only projected to the plan's columns and types, and OpenDP runs
-    the query on it. ``cache`` keeps the resolved measurements for the next plan of this shape.
+    A lazy frame (a scan) stays lazy: it is only projected to the plan's columns and types, and
+    OpenDP runs the query on it. A frame in memory has its citizen ids numbered first
+    (:func:`numbered_citizens`): OpenDP is handed a serialised copy of it, and numbers are a
+    quarter of the bytes of 32-character ids. ``cache`` keeps the resolved measurements for the
+    next plan of this shape.
     """
     if not isinstance(plan, ReleasePlan):
         raise TypeError("plan must be a ReleasePlan")
+    if isinstance(frame, pl.DataFrame):
+        frame = numbered_citizens(frame).lazy()
     if not isinstance(frame, pl.LazyFrame):
-        raise TypeError("frame must be a polars LazyFrame (a scan, or .lazy() of a frame)")
-    columns = _normalised(frame, plan)
-    resolved, hit = (cache if cache is not None else MeasurementCache(0)).resolved(plan)
+        raise TypeError("frame must be a polars DataFrame or LazyFrame")
+    identifier = _identifier_type(frame)
+    columns = _normalised(frame, plan, identifier)
+    resolved, hit = (cache if cache is not None else MeasurementCache(0)).resolved(plan, identifier)
     outputs = run(resolved, plan, columns)
     return ReleaseResult(
         mechanism=resolved.mechanism,
@@ -266,9 +274,32 @@ def privacy_unit(plan: ReleasePlan) -> str:
     )
 
 
-def _normalised(frame: pl.LazyFrame, plan: ReleasePlan) -> pl.LazyFrame:
+def numbered_citizens(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with each citizen id replaced by a number (an ``Int64``), or as it is when its
+    ids are numbers already or it has no ``citizen`` column.
+
+    Property: the numbering is one-to-one on the frame's ids (their dense rank: rows of one
+    citizen share one number, rows of two citizens never do), so the privacy unit OpenDP bounds
+    is the same citizen as before and every statistic is computed on the same rows. The numbers
+    stay in this process and are never released.
+    """
+    if CITIZEN not in frame.columns or frame.schema[CITIZEN].is_integer():
+        return frame
+    # Dense rank sorts the ids: cheap here, the bounded frame comes sorted by citizen.
+    return frame.with_columns(pl.col(CITIZEN).rank("dense").cast(pl.Int64))
+
+
+def _identifier_type(frame: pl.LazyFrame) -> type[pl.DataType]:
+    """The type OpenDP sees the ``citizen`` column as: numbers stay numbers, the rest is text."""
+    dtype = frame.collect_schema().get(CITIZEN)
+    return pl.Int64 if dtype is not None and dtype.is_integer() else pl.String
+
+
+def _normalised(
+    frame: pl.LazyFrame, plan: ReleasePlan, identifier: type[pl.DataType]
+) -> pl.LazyFrame:
     """The plan's columns in the order and types the measurements were built for (still lazy)."""
-    schema = frame_schema(plan)
+    schema = frame_schema(plan, identifier)
     present = frame.collect_schema()
     missing = [c for c in schema if c not in present]
     if missing:

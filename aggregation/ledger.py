@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -219,12 +219,6 @@ class PrivacyLedger:
             ),
         )
         repository.lock_staged_budgets(session)
-        # A consent pays only if its budget row can: spent + epsilon within its limit (with
-        # _SLACK), and fewer releases than its limit.
-        short = repository.unstage_short_of(session, epsilon, _SLACK)
-        charged = [
-            Charged(a, *periods[a.consent_id]) for a in admitted if a.consent_id not in short
-        ]
         release_id = uuid.uuid4().hex
         dept.epsilon_spent += epsilon
         dept.releases += 1
@@ -245,7 +239,10 @@ class PrivacyLedger:
             )
         )
         session.flush()
-        repository.charge_staged(session, release_id, epsilon)
+        # A consent pays only if its budget row can: spent + epsilon within its limit (with
+        # _SLACK), and fewer releases than its limit; the others are left out.
+        paid = repository.charge_staged(session, release_id, epsilon, _SLACK)
+        charged = [Charged(a, *periods[a.consent_id]) for a in admitted if a.consent_id in paid]
         session.expire_all()  # budget rows loaded before now are stale
         status = DepartmentStatus(
             department_id,
@@ -272,7 +269,7 @@ class PrivacyLedger:
         release_id: str,
         *,
         outcome: str,
-        kept: set[str],
+        left_out: Collection[str] = (),
         mechanism: str = "",
         result: dict[str, object] | None = None,
         at: datetime,
@@ -280,9 +277,9 @@ class PrivacyLedger:
         """Record the outcome of a reserved release (see the module docstring).
 
         Works from the stored contributions, not from memory, so that a crash between the steps
-        is settled the same way. ``kept``: the consents whose data went into the statistics
-        (``released``); the other charged consents were left out by their minimum group size and
-        keep only the size check's charge.
+        is settled the same way. ``left_out`` (``released`` only): the charged consents whose
+        data did not go into the statistics, left out by their minimum group size; they keep
+        only the size check's charge. A city-wide release reads back only those.
         """
         if outcome not in ("released", "refused", "cancelled"):
             raise ValueError(f"unknown outcome {outcome!r}")
@@ -295,10 +292,14 @@ class PrivacyLedger:
                 f"({row.status} by the upkeep); nothing was released or charged: run it again",
                 headers={"Retry-After": "1"},
             )
-        contributions = repository.contribution_keys(session, release_id)
         refund_all = outcome == "cancelled"
         refund = row.epsilon if refund_all else row.epsilon - row.size_check_epsilon
-        partial = [c for c in contributions if outcome != "released" or c[0] not in kept]
+        if outcome != "released":
+            partial = repository.contribution_keys(session, release_id)
+        elif left_out:
+            partial = repository.contribution_keys(session, release_id, only=left_out)
+        else:
+            partial = []
         # Locks in the order reserve() takes them (department, then consents), so that a refund
         # and a reservation running at once cannot deadlock on PostgreSQL.
         if outcome != "released":
@@ -331,7 +332,7 @@ class PrivacyLedger:
         """Cancel reservations a crash left behind (nothing of them was ever released)."""
         stale = repository.stale_reservations(session, older_than)
         for row in stale:
-            self.settle(session, row.id, outcome="cancelled", kept=set(), at=at)
+            self.settle(session, row.id, outcome="cancelled", at=at)
         return len(stale)
 
     # -- citizens ------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from aggregation.dp_release import (
     release,
 )
 from aggregation.errors import TooFewContributors
-from aggregation.ledger import PrivacyLedger
+from aggregation.ledger import Charged, PrivacyLedger
 from aggregation.material_revisions import MaterialDigests, shard_fingerprint
 from aggregation.query_spec import QueryRequest, ValidatedQuery, query_json, validate_query
 from aggregation.scale_out import ShardRunner, shard
@@ -195,15 +195,17 @@ class QueryService:
         clock.done("reserve")
         try:
             contributors = noisy_count(len(reservation.charged), prepared.size_check_epsilon)
-            kept = [
-                c
-                for c in reservation.charged
-                if c.consent.limits.min_group_size <= contributors.value
-            ]
+            kept: list[Charged] = []
+            left_out: set[str] = set()  # by their minimum group size
+            for c in reservation.charged:
+                if c.consent.limits.min_group_size <= contributors.value:
+                    kept.append(c)
+                else:
+                    left_out.add(c.consent.consent_id)
             if not kept:
                 with self._vault.unit_of_work() as session:
                     self._ledger.settle(
-                        session, reservation.release_id, outcome="refused", kept=set(), at=utcnow()
+                        session, reservation.release_id, outcome="refused", at=utcnow()
                     )
                 raise TooFewContributors(
                     "too few citizens allow this query for the minimum group size their terms "
@@ -221,7 +223,7 @@ class QueryService:
                 ],
                 clock,
             )
-            result = release(frame.lazy(), release_plan(prepared), self._cache)
+            result = release(frame, release_plan(prepared), self._cache)
             clock.done("release")
             view = release_view(reservation.release_id, request, prepared, result, contributors, at)
             with self._vault.unit_of_work() as session:
@@ -229,7 +231,7 @@ class QueryService:
                     session,
                     reservation.release_id,
                     outcome="released",
-                    kept={c.consent.consent_id for c in kept},
+                    left_out=left_out,
                     mechanism=str(view["mechanism"]),
                     result=view,
                     at=utcnow(),
@@ -241,7 +243,7 @@ class QueryService:
         except BaseException:
             with self._vault.unit_of_work() as session:
                 self._ledger.settle(
-                    session, reservation.release_id, outcome="cancelled", kept=set(), at=utcnow()
+                    session, reservation.release_id, outcome="cancelled", at=utcnow()
                 )
             raise
         return view

@@ -6,7 +6,7 @@ Everything here reads or writes rows; no decision is taken here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -356,56 +356,55 @@ def lock_staged_budgets(session: Session) -> None:
         )
 
 
-#: Staged charges ``k`` whose budget row cannot pay (parameters: the epsilon, the slack): no row,
-#: spent + epsilon above limit + slack, or releases at their limit.
-_CANNOT_PAY = (
-    "NOT EXISTS (SELECT 1 FROM consent_budgets b WHERE b.consent_id = k.consent_id AND "
-    "b.period_start = k.period_start AND b.epsilon_spent + ? <= b.epsilon_limit + ? "
-    "AND b.releases < b.releases_limit)"
-)
+def charge_staged(session: Session, release_id: str, epsilon: float, slack: float) -> set[str]:
+    """Charge ``epsilon`` and one release to every staged consent whose budget row can pay it
+    (spent + epsilon within its limit plus ``slack``, and fewer releases than its limit), record
+    each of them as a contribution of ``release_id``, and return them.
 
-
-def unstage_short_of(session: Session, epsilon: float, slack: float) -> set[str]:
-    """Drop from the staged charges the consents whose budget row cannot pay ``epsilon`` more
-    (:data:`_CANNOT_PAY`; the rows are locked, so both statements see the same rows); returns
-    them."""
-    short = {
+    Deciding and charging are one statement, so no row changes between the two (the rows are
+    also locked on PostgreSQL). The staged consents that cannot pay are dropped from the stage
+    first, so they get no contribution (not yet noticed: :func:`unnoticed_contributions` takes
+    them once the release is settled)."""
+    charged = {
         consent
         for (consent,) in driver_sql.fetch_all(
             session,
-            "SELECT k.consent_id FROM release_charges k WHERE " + _CANNOT_PAY,  # noqa: S608
-            [epsilon, slack],
+            # The staged columns renamed: RETURNING may name only the updated table's.
+            "UPDATE consent_budgets AS b SET epsilon_spent = b.epsilon_spent + ?, "
+            "releases = b.releases + 1 FROM (SELECT consent_id AS staged_consent, "
+            "period_start AS staged_start FROM release_charges) AS k "
+            "WHERE b.consent_id = k.staged_consent AND b.period_start = k.staged_start "
+            "AND b.epsilon_spent + ? <= b.epsilon_limit + ? AND b.releases < b.releases_limit "
+            "RETURNING consent_id",
+            [epsilon, epsilon, slack],
         )
     }
-    if short:
-        driver_sql.execute(
-            session,
-            "DELETE FROM release_charges AS k WHERE " + _CANNOT_PAY,  # noqa: S608
-            [epsilon, slack],
-        )
-    return short
-
-
-def charge_staged(session: Session, release_id: str, epsilon: float) -> None:
-    """Charge every staged consent ``epsilon`` and one release, and record each as a contribution
-    of ``release_id`` (not yet noticed: :func:`unnoticed_contributions` takes them once the
-    release is settled)."""
-    driver_sql.execute(
-        session,
-        "UPDATE consent_budgets SET epsilon_spent = epsilon_spent + ?, releases = releases + 1 "
-        "WHERE (consent_id, period_start) IN (SELECT consent_id, period_start FROM "
-        "release_charges)",
-        [epsilon],
-    )
+    staged = driver_sql.fetch_all(session, "SELECT count(*) FROM release_charges")[0][0]
+    if len(charged) < staged:  # rare: someone's budget is spent
+        short = [
+            consent
+            for (consent,) in driver_sql.fetch_all(
+                session, "SELECT consent_id FROM release_charges"
+            )
+            if consent not in charged
+        ]
+        for part in _slices(short):
+            driver_sql.execute(
+                session,
+                "DELETE FROM release_charges "  # noqa: S608
+                f"WHERE consent_id IN ({driver_sql.placeholders(len(part))})",
+                part,
+            )
     driver_sql.execute(
         session,
         "INSERT INTO release_contributions (release_id, consent_id, citizen_id, period_start, "
         "epsilon, noticed) SELECT ?, consent_id, citizen_id, period_start, ?, ? "
-        "FROM release_charges WHERE true ON CONFLICT DO NOTHING",
+        "FROM release_charges WHERE true ORDER BY consent_id ON CONFLICT DO NOTHING",
         [release_id, epsilon, False],
     )
     # The staged ids are not kept past the reservation (SQLite's temporary tables outlive it).
     driver_sql.execute(session, "DELETE FROM release_charges")
+    return charged
 
 
 def consent_budgets(
@@ -459,21 +458,28 @@ def budgets_of_citizen(session: Session, citizen_id: str) -> Sequence[ConsentBud
     ).all()
 
 
-def contribution_keys(session: Session, release_id: str) -> list[tuple[str, datetime]]:
-    """(consent id, period start) of every contribution of a release: plain values read on the
-    driver (a city-wide release has one per contributing citizen)."""
+def contribution_keys(
+    session: Session, release_id: str, *, only: Collection[str] | None = None
+) -> list[tuple[str, datetime]]:
+    """(consent id, period start) of every contribution of a release, or of those of the
+    consents ``only``: plain values read on the driver (a city-wide release has one per
+    contributing citizen)."""
     start = driver_sql.reader(
         session,
         ReleaseContribution.__table__.c.period_start,  # type: ignore[attr-defined]
     )
-    return [
-        (consent, start(period))
-        for consent, period in driver_sql.fetch_all(
-            session,
-            "SELECT consent_id, period_start FROM release_contributions WHERE release_id = ?",
-            [release_id],
-        )
-    ]
+    select = "SELECT consent_id, period_start FROM release_contributions WHERE release_id = ?"
+    if only is None:
+        rows = driver_sql.fetch_all(session, select, [release_id])
+    else:
+        rows = []
+        for part in _slices(only):
+            rows += driver_sql.fetch_all(
+                session,
+                f"{select} AND consent_id IN ({driver_sql.placeholders(len(part))})",
+                [release_id, *part],
+            )
+    return [(consent, start(period)) for consent, period in rows]
 
 
 def unnoticed_contributions(session: Session, limit: int) -> Sequence[ReleaseContribution]:

@@ -135,10 +135,36 @@ def test_citizens_are_told_only_once_their_release_is_settled(client: TestClient
             s,
             reservation.release_id,
             outcome="released",
-            kept={c.consent.consent_id for c in reservation.charged},
             at=utcnow(),
         )
     assert agg.deliver_notices() == 3
     assert agg.deliver_notices() == 0
     with agg.vault.reading() as s:
         assert all(c.noticed for c in s.exec(select(ReleaseContribution)))
+
+
+def test_consents_left_out_by_their_group_size_keep_only_the_size_check(
+    client: TestClient,
+) -> None:
+    publish_city(client)
+    populate(client, 4)
+    agg, reservation, _ = _reserve(client)
+    charged = sorted(c.consent.consent_id for c in reservation.charged)
+    assert len(charged) == 4
+    left_out = set(charged[:1])
+    with agg.vault.unit_of_work() as s:
+        agg.ledger.settle(
+            s, reservation.release_id, outcome="released", left_out=left_out, at=utcnow()
+        )
+    with agg.vault.reading() as s:
+        budgets = {b.consent_id: b for b in s.exec(select(ConsentBudget))}
+        contributions = {c.consent_id: c for c in s.exec(select(ReleaseContribution))}
+        row = s.get(DPRelease, reservation.release_id)
+        dept = s.exec(select(DepartmentBudget)).one()
+    assert row is not None and row.status == "released" and row.epsilon_charged == 4.0
+    assert dept.epsilon_spent == 4.0 and dept.releases == 1
+    for consent in charged:
+        paid = 2.0 if consent in left_out else 4.0  # the size check only, or the whole query
+        assert budgets[consent].epsilon_spent == pytest.approx(paid)
+        assert budgets[consent].releases == (0 if consent in left_out else 1)
+        assert contributions[consent].epsilon == pytest.approx(paid)

@@ -30,6 +30,7 @@ from aggregation.dp_release import (
     expected_accuracy,
     mean_interval,
     noisy_count,
+    numbered_citizens,
     release,
 )
 
@@ -368,7 +369,10 @@ def test_frame_errors() -> None:
     with pytest.raises(TypeError):
         release(frame_of([]), "not a plan")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        release(frame_of([]).collect(), plan)  # type: ignore[arg-type]
+        release({"citizen": ["a"], "kwh": [1.0]}, plan)  # type: ignore[arg-type]
+    with pytest.raises(ReleaseFrameInvalid) as caught:
+        release(pl.DataFrame({"district": ["Harbour"], "kwh": [1.0]}), plan)
+    assert caught.value.columns == ["citizen"]
 
 
 def test_a_lazy_scan_is_released_without_being_read_first(
@@ -377,8 +381,44 @@ def test_a_lazy_scan_is_released_without_being_read_first(
     path = tmp_path / "records.parquet"
     synthetic(citizens=300, k=2).with_columns(pl.col("citizen").cast(pl.Int64)).write_parquet(path)
     plan = plan_of(StatisticSpec("count"), epsilon=HUGE_EPSILON)
-    result = release(pl.scan_parquet(path), plan, cache)  # citizen is cast to String lazily
+    result = release(pl.scan_parquet(path), plan, cache)  # numbers stay numbers, lazily
     assert sum(value(r, "count") for r in result.rows) == 600
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.text("abc\u00e9", max_size=3), max_size=40))
+def test_numbering_is_one_to_one_on_the_frame(ids: list[str]) -> None:
+    frame = pl.DataFrame(
+        {"citizen": ids, "kwh": [float(i) for i in range(len(ids))]},
+        schema={"citizen": pl.String, "kwh": pl.Float64},
+    )
+    numbered = numbered_citizens(frame)
+    assert numbered.schema["citizen"] == pl.Int64
+    numbers = numbered["citizen"].to_list()
+    for i, a in enumerate(ids):
+        for j, b in enumerate(ids):
+            assert (a == b) == (numbers[i] == numbers[j])
+    assert numbered["kwh"].to_list() == frame["kwh"].to_list()  # rows stay where they were
+    already = frame.with_columns(pl.Series("citizen", range(len(ids)), dtype=pl.Int64))
+    assert numbered_citizens(already) is already
+
+
+def test_a_frame_in_memory_is_bounded_per_citizen_as_the_same_frame_lazy(
+    cache: MeasurementCache,
+) -> None:
+    # Citizen "a" uploads 50 rows in one group, "b" 3 in another, "c" 1: k = 2 keeps 2, 2, 1.
+    rows = [("a", "Harbour", 7.0)] * 50 + [("b", "Old Town", 3.0)] * 3 + [("c", "Harbour", 1.0)]
+    plan = plan_of(StatisticSpec("count"), StatisticSpec("sum", "kwh"), epsilon=HUGE_EPSILON)
+    lazy = release(frame_of(rows), plan, cache)
+    in_memory = release(frame_of(rows).collect(), plan, cache)
+    for result in (lazy, in_memory):
+        counts = {r.key["district"]: value(r, "count") for r in result.rows}
+        sums = {r.key["district"]: value(r, "sum(kwh)") for r in result.rows}
+        assert counts == {"Old Town": 2, "Harbour": 3, "Greenbelt": 0}
+        # A sum's noise is a few hundredths here; 48 rows too many would add 336.
+        assert sums == pytest.approx({"Old Town": 6.0, "Harbour": 15.0, "Greenbelt": 0.0}, abs=1)
+    keys = [MeasurementCache.key(plan, pl.String), MeasurementCache.key(plan, pl.Int64)]
+    assert keys[0] != keys[1]  # one resolved measurement per type of the citizen column
 
 
 # --------------------------------------------------------------------------------------------------

@@ -148,17 +148,33 @@ def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
             session, "energy", [(c, start, end, "x", 9.0, 9) for c, *_ in rows]
         )
         repository.stage_charges(session, "energy", rows)
-        assert repository.unstage_short_of(session, 2.5, 1e-9) == set()
-        assert repository.unstage_short_of(session, 2.6, 1e-9) == set(consents)
+        # 2.6 is more than any limit: nobody pays, nothing is charged or recorded.
+        assert repository.charge_staged(session, "r0", 2.6, 1e-9) == set()
+        assert driver_sql.fetch_all(session, "SELECT count(*) FROM release_charges") == [(0,)]
         repository.stage_charges(session, "energy", rows[:2])
-        repository.charge_staged(session, "r1", 0.75)
+        assert repository.charge_staged(session, "r1", 0.75, 1e-9) == set(consents[:2])
         # Charged 0.75 of 2.5: another 1.75 fits, 1.8 does not; the others are untouched.
         repository.stage_charges(session, "energy", rows)
-        assert repository.unstage_short_of(session, 1.75, 1e-9) == set()
-        assert repository.unstage_short_of(session, 1.8, 1e-9) == set(consents[:2])
-        # What cannot pay is no longer staged: charging now charges only the others.
-        remaining = driver_sql.fetch_all(session, "SELECT consent_id FROM release_charges")
-        assert sorted(r[0] for r in remaining) == sorted(consents[2:])
+        assert repository.charge_staged(session, "r2", 1.8, 1e-9) == set(consents[2:])
+        repository.stage_charges(session, "energy", rows[:2])
+        assert repository.charge_staged(session, "r3", 1.75, 1e-9) == set(consents[:2])
+        # Spent in full (0.75 + 1.75 = 2.5): not even a hair more.
+        repository.stage_charges(session, "energy", rows[:1])
+        assert repository.charge_staged(session, "r4", 1e-6, 1e-9) == set()
+        recorded = driver_sql.fetch_all(
+            session, "SELECT release_id, consent_id FROM release_contributions"
+        )
+        assert sorted(recorded) == sorted(
+            [("r1", c) for c in consents[:2]]
+            + [("r2", c) for c in consents[2:]]
+            + [("r3", c) for c in consents[:2]]
+        )
+        # At most 4 releases per period: the fifth is refused though budget is left.
+        for n, paid in ((5, True), (6, True), (7, True), (8, False)):
+            repository.stage_charges(session, "energy", rows[2:3])
+            assert repository.charge_staged(session, f"r{n}", 0.1, 1e-9) == (
+                {consents[2]} if paid else set()
+            )
         repository.stage_charges(session, "energy", [])
         # And one row the ORM writes itself, for the same period.
         session.add(
@@ -185,11 +201,14 @@ def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
         read = repository.consent_budgets(session, [(c, start) for c in consents])
         found = session.get(ConsentBudget, (consents[0], start))
         contributions = repository.contribution_keys(session, "r1")
+        some = repository.contribution_keys(session, "r3", only=[consents[0], "no-such"])
         orm_contributions = session.exec(
             select(ReleaseContribution).where(ReleaseContribution.release_id == "r1")
         ).all()
-    assert found is not None and found.epsilon_spent == 0.75 and found.releases == 1
-    assert [orm[c].epsilon_spent for c in consents[:3]] == [0.75, 0.75, 0.0]
+    assert found is not None and found.epsilon_spent == 2.5 and found.releases == 2
+    assert [orm[c].epsilon_spent for c in consents[:4]] == pytest.approx([2.5, 2.5, 2.1, 1.8])
+    assert [orm[c].releases for c in consents[:4]] == [2, 2, 4, 1]
+    assert some == [(consents[0], start)]
     assert set(orm) == {*consents, "orm-written"}
     for consent, first, last, citizen, limit, releases in rows:
         row = orm[consent]
