@@ -198,10 +198,11 @@ def chunks_of_citizens(
     return _rows_keyed_by(session, joined, types, "s.citizen_id", set(citizen_ids), scan)
 
 
-#: One stream a release may read, as its revision: (stream id, stream type, chunk revision,
-#: current key id). The database raises ``chunk_revision`` with every change of the stream's chunks
-#: (migration 0005); a new key generation changes the current key id.
-StreamRevision = tuple[str, str, int, str]
+#: One stream a release may read, as its revision: (citizen id, stream id, stream type, chunk
+#: revision, current key id), as the driver returns the row. The database raises
+#: ``chunk_revision`` with every change of the stream's chunks (migration 0005); a new key
+#: generation changes the current key id.
+StreamRevision = tuple[str, str, str, int, str]
 
 
 def stream_revisions(
@@ -210,23 +211,22 @@ def stream_revisions(
     stream_types: Sequence[str],
     *,
     scan: bool | None = None,
-) -> dict[str, list[StreamRevision]]:
+) -> dict[str, tuple[StreamRevision, ...]]:
     """Each of these citizens' streams of these types, as :data:`StreamRevision` sorted by
     stream id, by citizen (citizens without such streams are left out); one scan when the
-    citizens are a large share of the city, as :func:`chunks_of_citizens`."""
+    citizens are a large share of the city, as :func:`chunks_of_citizens`. The rows are kept as
+    the driver returns them: a city-wide release reads one per citizen and stream."""
     types = list(stream_types)
     select = (
         "SELECT citizen_id, id, stream_type, chunk_revision, current_key_id FROM streams "  # noqa: S608
         f"WHERE stream_type IN ({driver_sql.placeholders(len(types))})"
     )
-    out: dict[str, list[StreamRevision]] = {}
-    for citizen, stream, kind, revision, key in _rows_keyed_by(
-        session, select, types, "citizen_id", set(citizen_ids), scan
-    ):
-        out.setdefault(citizen, []).append((stream, kind, int(revision), key))
-    for mine in out.values():
-        if len(mine) > 1:
-            mine.sort()
+    out: dict[str, tuple[StreamRevision, ...]] = {}
+    mine = out.get
+    for row in _rows_keyed_by(session, select, types, "citizen_id", set(citizen_ids), scan):
+        citizen = row[0]
+        found = mine(citizen)
+        out[citizen] = (row,) if found is None else tuple(sorted((*found, row)))
     return out
 
 
