@@ -27,6 +27,11 @@ class CanonicalJSONError(ValueError):
     """A value cannot be written as canonical JSON."""
 
 
+#: Values written as they are: items of exactly these types skip the call (and the path text)
+#: below, which most of a document's values are. Subclasses take the call and come out the same.
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _normalise(value: Any, path: str) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -43,10 +48,13 @@ def _normalise(value: Any, path: str) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CanonicalJSONError(f"{path}: object key {key!r} is not a string")
-            out[key] = _normalise(item, f"{path}.{key}")
+            out[key] = item if type(item) in _AS_IS else _normalise(item, f"{path}.{key}")
         return out
     if isinstance(value, (list, tuple)):
-        return [_normalise(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [
+            item if type(item) in _AS_IS else _normalise(item, f"{path}[{i}]")
+            for i, item in enumerate(value)
+        ]
     raise CanonicalJSONError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
