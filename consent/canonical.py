@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import NoneType
 from typing import Any
 
 _MAX_EXACT_FLOAT_INT = 2**53
@@ -29,7 +30,7 @@ class CanonicalJSONError(ValueError):
 
 #: Values written as they are: items of exactly these types skip the call (and the path text)
 #: below, which most of a document's values are. Subclasses take the call and come out the same.
-_AS_IS = frozenset({str, int, bool, type(None)})
+_AS_IS = frozenset({str, int, bool, NoneType})
 
 
 def _normalise(value: Any, path: str) -> Any:
