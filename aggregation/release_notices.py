@@ -1,6 +1,7 @@
 """Telling citizens: one entry in each contributing citizen's audit chain per settled release,
 "your data was used in release X by department Y for purpose Z, epsilon E; you have F left until
-DATE" (action ``data.used_in_release``), or, for a refused query, that a size check counted them.
+DATE" (action ``data.used_in_release``), or, for a refused query and for a consent its minimum
+group size left out of a release, that a size check counted them (``data.counted_in_size_check``).
 
 Written after the release commits, in batches, from the ``release_contributions`` rows still marked
 unnoticed: a crash in between only delays the entries (the next sweep writes them), and each entry
@@ -21,6 +22,8 @@ from vault.services.audit_log import AuditLog
 USED_IN_RELEASE = "data.used_in_release"
 COUNTED_IN_SIZE_CHECK = "data.counted_in_size_check"
 ACTOR_PREFIX = "department:"
+#: Epsilons are compared with this slack (they are sums and differences of floats).
+_SLACK = 1e-9
 
 
 def _details(
@@ -66,7 +69,10 @@ def deliver_pending(
                 row = releases[p.release_id]
                 if row is None:
                     continue
-                action = USED_IN_RELEASE if row.status == "released" else COUNTED_IN_SIZE_CHECK
+                # Released, yet charged less than the release's epsilon: the consent was left out
+                # by its minimum group size, so only the size check counted it.
+                used = row.status == "released" and p.epsilon > row.size_check_epsilon + _SLACK
+                action = USED_IN_RELEASE if used else COUNTED_IN_SIZE_CHECK
                 audit.append(
                     session,
                     p.citizen_id,

@@ -168,3 +168,13 @@ def test_consents_left_out_by_their_group_size_keep_only_the_size_check(
         assert budgets[consent].epsilon_spent == pytest.approx(paid)
         assert budgets[consent].releases == (0 if consent in left_out else 1)
         assert contributions[consent].epsilon == pytest.approx(paid)
+    # Each is told what happened: the one left out was only counted by the size check.
+    assert agg.deliver_notices() == 4
+    with agg.vault.reading() as s:
+        citizen_of = {c.consent_id: c.citizen_id for c in s.exec(select(ReleaseContribution))}
+    for consent in charged:
+        with agg.vault.reading() as s:
+            entries = agg.vault.audit.read(s, citizen_of[consent]).entries
+        actions = [e.action for e in entries if e.action.startswith("data.")]
+        used = "data.counted_in_size_check" if consent in left_out else "data.used_in_release"
+        assert actions == [used], (consent, actions)

@@ -432,6 +432,22 @@ def test_a_use_in_a_release_links_to_the_published_result(maria: Browser) -> Non
     assert missing.status_code == 404 and "not published" in missing.text
 
 
+def test_a_size_check_says_whether_anything_was_published(maria: Browser) -> None:
+    rt = maria.app.state.vault
+    citizen_id = api(maria, "GET", "/v1/me")["citizen_id"]
+    with rt.unit_of_work() as session:
+        for release_id, status in (("rel-refused", "refused"), ("rel-released", "released")):
+            rt.audit.append(
+                session, citizen_id, "aggregation", "data.counted_in_size_check",
+                {"release_id": release_id, "status": status, "department": "energy",
+                 "purpose": "energy-planning", "dataset": "energy.consumption", "epsilon": 0.05},
+            )  # fmt: skip
+    page = maria.http.get("/app/activity")
+    assert "you were counted. Nothing was published." in page.text  # the refused query
+    # The released one, where this citizen's terms asked for a larger group than it had.
+    assert "your data was left out of what was published." in page.text
+
+
 def test_connected_apps_list_and_disconnecting_this_app_signs_out(maria: Browser) -> None:
     page = maria.http.get("/app/apps")
     assert "Civic Vault app" in page.text and "the app you are using now" in page.text

@@ -210,6 +210,8 @@ def describe(t: Translator, names: Names, entry: dict[str, Any]) -> TimelineEntr
             who = capitalize(
                 department_name(t, department if isinstance(department, str) else None)
             )
+            if details.get("status") == "released":  # published, without this citizen's data
+                return out(t("activity.counted_left_out", who=who), "consent")
             return out(t("activity.counted_in_size_check", who=who), "consent")
     return out(t("activity.other", actor=actor, action=action), "other")
 
