@@ -469,16 +469,11 @@ def contribution_keys(
         ReleaseContribution.__table__.c.period_start,  # type: ignore[attr-defined]
     )
     select = "SELECT consent_id, period_start FROM release_contributions WHERE release_id = ?"
-    if only is None:
-        rows = driver_sql.fetch_all(session, select, [release_id])
-    else:
-        rows = []
-        for part in _slices(only):
-            rows += driver_sql.fetch_all(
-                session,
-                f"{select} AND consent_id IN ({driver_sql.placeholders(len(part))})",
-                [release_id, *part],
-            )
+    rows = (
+        driver_sql.fetch_all(session, select, [release_id])
+        if only is None
+        else _rows_keyed_by(session, select, [release_id], "consent_id", set(only), scan=False)
+    )
     return [(consent, start(period)) for consent, period in rows]
 
 
