@@ -173,6 +173,39 @@ def admit(
     return one_per_citizen(out)
 
 
+def still_allowed(
+    session: Session,
+    registry: ConsentRegistry,
+    query: ValidatedQuery,
+    admitted: Sequence[tuple[str, str]],
+    now: datetime,
+) -> set[str]:
+    """Of ``admitted`` (consent id, terms digest), consents the gate admitted for ``query``
+    earlier, the ids that still allow it ``now``, judged again as :func:`admit` judges.
+
+    Property: a consent withdrawn, ended or changed to other terms since the gate admitted it,
+    or whose citizen was erased or changed their key so that it no longer verifies, is not
+    returned; nor is a consent whose verified terms are not the ones admitted (another digest).
+    A release calls this for the consents whose citizens' revisions moved since the gate, in the
+    same snapshot as the material it reads, so that data read after a withdrawal is never used.
+    """
+    if not admitted:
+        return set()
+    digest = dict(admitted)
+    request = access_request(query, now)
+    rows = repository.candidates_by_id(session, query.request.department, now, list(digest))
+    out: set[str] = set()
+    for record, (decision, verified) in zip(
+        rows, registry.decide_many(session, rows, request), strict=True
+    ):
+        if verified is None or not decision.allowed:
+            continue
+        kept = _admitted(record, verified, 0)
+        if kept is not None and kept.terms_sha256 == digest.get(record.id):
+            out.add(record.id)
+    return out
+
+
 def gather_evidence(
     session: Session,
     registry: ConsentRegistry,

@@ -13,8 +13,9 @@ admitted consents' rows in a fixed order, drops the consents whose budget cannot
 and charges the query's whole epsilon to the department and to every remaining consent, recording
 a ``reserved`` release. The release is then computed outside any transaction. :meth:`settle`
 (another transaction) records the outcome: ``released`` keeps the charges; ``refused`` (too few
-citizens) and the consents left out by their minimum group size are refunded all but the size
-check; ``cancelled`` (nothing left the service) is refunded entirely. A reservation left behind by
+citizens) and the consents a release left out (by their minimum group size, or because they were
+withdrawn or changed before their data was read) are refunded all but the size check, which
+counted them; ``cancelled`` (nothing left the service) is refunded entirely. A reservation left behind by
 a crash is cancelled by :meth:`cancel_stale` once it is older than any query can run.
 
 Properties (tests: ``tests/test_aggregation_ledger.py``, with 50 concurrent queries on PostgreSQL):
@@ -28,9 +29,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -50,6 +52,12 @@ from vault.errors import InvalidInput, NotFound
 
 #: Budgets are compared with a little slack so that 0.1 + 0.2 may spend a budget of 0.3.
 _SLACK = 1e-9
+
+#: Why a released query left out the data of a consent its size check counted: the consent's
+#: minimum group size was above the noisy count, or the citizen withdrew or changed the consent
+#: between the gate and the reading of the data.
+LeftOut = Literal["group_size", "consent_changed"]
+LEFT_OUT_REASONS: tuple[LeftOut, ...] = ("group_size", "consent_changed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +277,7 @@ class PrivacyLedger:
         release_id: str,
         *,
         outcome: str,
-        left_out: Collection[str] = (),
+        left_out: Mapping[str, LeftOut] | None = None,
         mechanism: str = "",
         result: dict[str, object] | None = None,
         at: datetime,
@@ -278,11 +286,15 @@ class PrivacyLedger:
 
         Works from the stored contributions, not from memory, so that a crash between the steps
         is settled the same way. ``left_out`` (``released`` only): the charged consents whose
-        data did not go into the statistics, left out by their minimum group size; they keep
-        only the size check's charge. A city-wide release reads back only those.
+        data did not go into the statistics, each with its reason; they keep only the size
+        check's charge, and the reason is stored for the citizen's notice. A city-wide release
+        reads back only those.
         """
         if outcome not in ("released", "refused", "cancelled"):
             raise ValueError(f"unknown outcome {outcome!r}")
+        left_out = left_out or {}
+        if outcome != "released" and left_out:
+            raise ValueError("only a released query leaves consents out of its statistics")
         row = repository.release(session, release_id, for_update=True)
         if row is None:
             raise NotFound(f"no reserved release {release_id}")
@@ -311,10 +323,19 @@ class PrivacyLedger:
         self._add_to_consents(session, partial, -refund, -1)
         if refund_all:
             repository.delete_contributions(session, release_id)
-        else:
+        elif outcome == "refused":
             repository.set_contribution_epsilon(
                 session, release_id, [c[0] for c in partial], row.epsilon - refund
             )
+        else:
+            for reason in LEFT_OUT_REASONS:
+                repository.set_contribution_epsilon(
+                    session,
+                    release_id,
+                    [c[0] for c in partial if left_out.get(c[0]) == reason],
+                    row.epsilon - refund,
+                    left_out=reason,
+                )
         row.status = outcome
         row.epsilon_charged = {
             "released": row.epsilon,

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
+from sqlmodel import Session
 
 from aggregation import consent_gate, repository
 from aggregation.admission_memo import AdmissionMemo, Judgment
@@ -45,7 +46,7 @@ from aggregation.dp_release import (
     release,
 )
 from aggregation.errors import TooFewContributors
-from aggregation.ledger import Charged, PrivacyLedger
+from aggregation.ledger import Charged, LeftOut, PrivacyLedger
 from aggregation.material_revisions import MaterialDigests, shard_fingerprint
 from aggregation.query_spec import QueryRequest, ValidatedQuery, query_json, validate_query
 from aggregation.scale_out import ShardRunner, shard
@@ -65,6 +66,15 @@ from vault.runtime import VaultRuntime
 
 CONFIDENCE = 0.95
 STAFF_KINDS = ("analyst", "department")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundedFrame:
+    """The frame handed to OpenDP, and the contributing consents left out of it because they
+    were withdrawn or changed after the gate (none of their data was read)."""
+
+    frame: pl.DataFrame
+    lapsed: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +206,12 @@ class QueryService:
         try:
             contributors = noisy_count(len(reservation.charged), prepared.size_check_epsilon)
             kept: list[Charged] = []
-            left_out: set[str] = set()  # by their minimum group size
+            left_out: dict[str, LeftOut] = {}
             for c in reservation.charged:
                 if c.consent.limits.min_group_size <= contributors.value:
                     kept.append(c)
                 else:
-                    left_out.add(c.consent.consent_id)
+                    left_out[c.consent.consent_id] = "group_size"
             if not kept:
                 with self._vault.unit_of_work() as session:
                     self._ledger.settle(
@@ -213,17 +223,21 @@ class QueryService:
                     f"the size check's epsilon {prepared.size_check_epsilon:g}",
                     details=[{"field": "query", "reason": "too few contributing citizens"}],
                 )
-            frame = self.bounded_frame(
+            bounded = self.bounded_frame(
                 prepared,
                 [
                     ContributingConsent(
-                        c.consent.consent_id, c.consent.citizen_id, c.consent.terms_sha256
+                        c.consent.consent_id,
+                        c.consent.citizen_id,
+                        c.consent.terms_sha256,
+                        c.consent.revision,
                     )
                     for c in kept
                 ],
                 clock,
             )
-            result = release(frame, release_plan(prepared), self._cache)
+            left_out.update(dict.fromkeys(bounded.lapsed, "consent_changed"))
+            result = release(bounded.frame, release_plan(prepared), self._cache)
             clock.done("release")
             view = release_view(reservation.release_id, request, prepared, result, contributors, at)
             with self._vault.unit_of_work() as session:
@@ -277,23 +291,33 @@ class QueryService:
         prepared: Prepared,
         contributing: Sequence[ContributingConsent],
         clock: _StageClock | None = None,
-    ) -> pl.DataFrame:
-        """Decrypt and bound the contributing consents' records: the frame handed to OpenDP."""
+    ) -> BoundedFrame:
+        """Decrypt and bound the contributing consents' records: the frame handed to OpenDP.
+
+        A consent whose citizen's consent revision moved since the gate judged it (its
+        ``revision``) is judged again, in the snapshot the material is read from: if it no longer
+        allows the query (withdrawn, changed, erased) it is left out, and none of its data is
+        read (``BoundedFrame.lapsed``)."""
         clock = clock or _StageClock()
         spec = prepared.spec
         dataset = prepared.query.dataset.name
         with_profile = spec.profile_schema is not None
         service_key = bytes(self._vault.consents.grantee_private_key("aggregation"))
-        shards = shard_by_citizen(contributing, self._settings.shard_citizens)
-        parts: list[pl.DataFrame | None] = [None] * len(shards)
         prints: list[bytes] = []
+        # One snapshot (vault.db.read_only): the revisions before the material they stand for
+        # (aggregation.material_revisions), and the re-judged consents of the same moment.
         with self._vault.reading() as session:
+            revisions = repository.consent_revisions(session, {c.citizen_id for c in contributing})
+            lapsed = self._lapsed(session, prepared, contributing, revisions)
+            if lapsed:
+                contributing = [c for c in contributing if c.consent_id not in lapsed]
+            shards = shard_by_citizen(contributing, self._settings.shard_citizens)
+            parts: list[pl.DataFrame | None] = [None] * len(shards)
             if self.frames.enabled:
-                # The revisions before the material (aggregation.material_revisions).
-                citizens = {c.citizen_id for c in contributing}
-                revisions = repository.consent_revisions(session, citizens)
                 streams = repository.stream_revisions(
-                    session, citizens, stream_types(dataset, with_profile)
+                    session,
+                    {c.citizen_id for c in contributing},
+                    stream_types(dataset, with_profile),
                 )
                 service_public = public_key_of(service_key)
                 prints = [
@@ -319,7 +343,27 @@ class QueryService:
                 self.material.put(prints[i], digests[n])
         frame = combine([p for p in parts if p is not None], spec)
         clock.done("decrypt and bound")
-        return frame
+        return BoundedFrame(frame, lapsed)
+
+    def _lapsed(
+        self,
+        session: Session,
+        prepared: Prepared,
+        contributing: Sequence[ContributingConsent],
+        revisions: Mapping[str, int],
+    ) -> frozenset[str]:
+        """The contributing consents that changed since the gate and no longer allow the query."""
+        moved = [
+            (c.consent_id, c.terms_sha256)
+            for c in contributing
+            if c.revision is not None and revisions.get(c.citizen_id) != c.revision
+        ]
+        if not moved:
+            return frozenset()
+        allowed = consent_gate.still_allowed(
+            session, self._vault.consents, prepared.query, moved, utcnow()
+        )
+        return frozenset(consent for consent, _ in moved if consent not in allowed)
 
     def _remembered_frame(self, fingerprint: bytes) -> pl.DataFrame | None:
         digest = self.material.get(fingerprint)

@@ -1,7 +1,8 @@
 """Telling citizens: one entry in each contributing citizen's audit chain per settled release,
 "your data was used in release X by department Y for purpose Z, epsilon E; you have F left until
-DATE" (action ``data.used_in_release``), or, for a refused query and for a consent its minimum
-group size left out of a release, that a size check counted them (``data.counted_in_size_check``).
+DATE" (action ``data.used_in_release``), or, for a refused query and for a consent a release left
+out, that a size check counted them (``data.counted_in_size_check``; ``left_out`` says why a
+published release did not use their data: ``group_size`` or ``consent_changed``).
 
 Written after the release commits, in batches, from the ``release_contributions`` rows still marked
 unnoticed: a crash in between only delays the entries (the next sweep writes them), and each entry
@@ -16,7 +17,7 @@ from contextlib import AbstractContextManager
 from sqlmodel import Session
 
 from aggregation import repository
-from aggregation.tables import ReleaseContribution
+from aggregation.tables import DPRelease, ReleaseContribution
 from vault.services.audit_log import AuditLog
 
 USED_IN_RELEASE = "data.used_in_release"
@@ -28,24 +29,27 @@ _SLACK = 1e-9
 
 def _details(
     contribution: ReleaseContribution,
-    release_status: str,
-    dept: str,
-    purpose: str,
-    dataset: str,
+    release: DPRelease,
     budget: repository.BudgetState | None,
+    used: bool,
 ) -> dict[str, object]:
     left = None if budget is None else max(0.0, budget.epsilon_limit - budget.epsilon_spent)
-    return {
+    details: dict[str, object] = {
         "release_id": contribution.release_id,
-        "status": release_status,
-        "department": dept,
-        "purpose": purpose,
-        "dataset": dataset,
+        "status": release.status,
+        "department": release.department_id,
+        "purpose": release.purpose,
+        "dataset": release.dataset,
         "consent_id": contribution.consent_id,
         "epsilon": round(contribution.epsilon, 9),
         "epsilon_left": None if left is None else round(left, 9),
         "period_end": None if budget is None else budget.period_end.isoformat(),
     }
+    if release.status == "released" and not used:
+        # Published without this consent's data. Rows from before the reason was stored
+        # (migration 0006) could only be left out by their group size.
+        details["left_out"] = contribution.left_out or "group_size"
+    return details
 
 
 def deliver_pending(
@@ -70,22 +74,14 @@ def deliver_pending(
                 if row is None:
                     continue
                 # Released, yet charged less than the release's epsilon: the consent was left out
-                # by its minimum group size, so only the size check counted it.
+                # (``left_out`` says why), so only the size check counted it.
                 used = row.status == "released" and p.epsilon > row.size_check_epsilon + _SLACK
-                action = USED_IN_RELEASE if used else COUNTED_IN_SIZE_CHECK
                 audit.append(
                     session,
                     p.citizen_id,
                     ACTOR_PREFIX + row.department_id,
-                    action,
-                    _details(
-                        p,
-                        row.status,
-                        row.department_id,
-                        row.purpose,
-                        row.dataset,
-                        budgets.get((p.consent_id, p.period_start)),
-                    ),
+                    USED_IN_RELEASE if used else COUNTED_IN_SIZE_CHECK,
+                    _details(p, row, budgets.get((p.consent_id, p.period_start)), used),
                 )
                 by_release.setdefault(p.release_id, []).append(p.consent_id)
             for release_id, consent_ids in by_release.items():

@@ -519,8 +519,14 @@ def delete_contributions(session: Session, release_id: str) -> None:
 
 
 def set_contribution_epsilon(
-    session: Session, release_id: str, consent_ids: Sequence[str], epsilon: float
+    session: Session,
+    release_id: str,
+    consent_ids: Sequence[str],
+    epsilon: float,
+    left_out: str | None = None,
 ) -> None:
+    """What these contributions of a release were finally charged, and why their data was left
+    out of its statistics (``None``: it was not, or nothing was published)."""
     for part in _slices(consent_ids):
         session.execute(
             update(ReleaseContribution)
@@ -528,7 +534,7 @@ def set_contribution_epsilon(
                 col(ReleaseContribution.release_id) == release_id,
                 col(ReleaseContribution.consent_id).in_(part),
             )
-            .values(epsilon=epsilon)
+            .values(epsilon=epsilon, left_out=left_out)
             .execution_options(synchronize_session=False)
         )
 

@@ -46,11 +46,14 @@ class SealedCitizen:
 
 @dataclass(frozen=True, slots=True)
 class ContributingConsent:
-    """A consent that passed the gate: its id, citizen and the SHA-256 of its verified terms."""
+    """A consent that passed the gate: its id, citizen and the SHA-256 of its verified terms;
+    ``revision``: the citizen's consent revision the gate judged it at (``None``: not checked
+    again before its material is read)."""
 
     consent_id: str
     citizen_id: str
     terms_sha256: str
+    revision: int | None = None
 
 
 def stream_types(dataset: str, with_profile: bool) -> list[str]:

@@ -87,7 +87,10 @@ class DPRelease(SQLModel, table=True):
 class ReleaseContribution(SQLModel, table=True):
     """A consent that a release charged. ``noticed`` turns true once the citizen's audit chain
     says so (written after the release is settled, so a long query does not hold every chain;
-    contributions of a release still running are not told)."""
+    contributions of a release still running are not told). ``left_out``: why a released
+    query's statistics did not include this consent's data although its size check counted it
+    (:data:`aggregation.ledger.LEFT_OUT_REASONS`); ``None`` when they did, or nothing was
+    published."""
 
     __tablename__ = "release_contributions"
 
@@ -97,3 +100,4 @@ class ReleaseContribution(SQLModel, table=True):
     period_start: datetime = Field(sa_column=utc_column())
     epsilon: float
     noticed: bool = Field(default=False, index=True)
+    left_out: str | None = Field(default=None, max_length=16)

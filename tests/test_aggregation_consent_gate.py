@@ -127,7 +127,7 @@ def bounded(client: TestClient, body: dict[str, Any]) -> tuple[bytes, set[str]]:
     frame = agg.queries.bounded_frame(
         prepared,
         [ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted],
-    )
+    ).frame
     return frame.write_ipc(None).getvalue(), set(frame[CITIZEN].unique())
 
 

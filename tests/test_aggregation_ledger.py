@@ -151,7 +151,7 @@ def test_consents_left_out_by_their_group_size_keep_only_the_size_check(
     agg, reservation, _ = _reserve(client)
     charged = sorted(c.consent.consent_id for c in reservation.charged)
     assert len(charged) == 4
-    left_out = set(charged[:1])
+    left_out = dict.fromkeys(charged[:1], "group_size")
     with agg.vault.unit_of_work() as s:
         agg.ledger.settle(
             s, reservation.release_id, outcome="released", left_out=left_out, at=utcnow()
@@ -175,6 +175,64 @@ def test_consents_left_out_by_their_group_size_keep_only_the_size_check(
     for consent in charged:
         with agg.vault.reading() as s:
             entries = agg.vault.audit.read(s, citizen_of[consent]).entries
-        actions = [e.action for e in entries if e.action.startswith("data.")]
+        told = [e for e in entries if e.action.startswith("data.")]
         used = "data.counted_in_size_check" if consent in left_out else "data.used_in_release"
-        assert actions == [used], (consent, actions)
+        assert [e.action for e in told] == [used], (consent, told)
+        assert told[0].details.get("left_out") == left_out.get(consent)  # why, when left out
+
+
+def test_a_consent_withdrawn_after_the_gate_is_left_out_refunded_and_told_why(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Withdrawal excludes at once, even from a query already past its gate: the reader judges
+    again the consents that changed since, in the snapshot it reads the data from. The withdrawn
+    consent's data is not read, it keeps only the size check's charge (the size check did count
+    it), and its citizen is told why."""
+    publish_city(client)
+    people: list[Resident] = populate(client, 8)
+    agg = client.app.state.aggregation  # type: ignore[attr-defined]
+    queries = agg.queries
+    quitter = people[3]
+    gate = queries._admit
+    frames: list[Any] = []
+    read = queries.bounded_frame
+
+    def gate_then_withdraw(query: Any, at: datetime) -> Any:
+        admitted = gate(query, at)
+        assert quitter.citizen.citizen_id in {a.citizen_id for a in admitted}
+        r = client.post(
+            f"/v1/me/consents/{quitter.consent_id}/withdraw", headers=quitter.citizen.auth
+        )
+        assert r.status_code == 200, r.text
+        return admitted
+
+    def reader(*args: Any, **kwargs: Any) -> Any:
+        frames.append(read(*args, **kwargs))
+        return frames[-1]
+
+    monkeypatch.setattr(queries, "_admit", gate_then_withdraw)
+    monkeypatch.setattr(queries, "bounded_frame", reader)
+    view = queries.run(ANALYST, QueryRequest.model_validate(QUERY))
+    assert view["status"] == "released"
+    assert frames[0].lapsed == {quitter.consent_id}
+    assert quitter.citizen.citizen_id not in set(frames[0].frame["citizen"].unique())
+    others = {p.citizen.citizen_id for p in people} - {quitter.citizen.citizen_id}
+    assert others <= set(frames[0].frame["citizen"].unique())  # every other one was read
+    check, whole = view["epsilon_size_check"], view["epsilon_spent"]
+    with agg.vault.reading() as s:
+        budgets = {b.consent_id: b for b in s.exec(select(ConsentBudget))}
+        contributions = {c.consent_id: c for c in s.exec(select(ReleaseContribution))}
+    for person in people:
+        consent = person.consent_id
+        assert consent is not None
+        quit_ = person is quitter
+        assert budgets[consent].epsilon_spent == pytest.approx(check if quit_ else whole)
+        assert budgets[consent].releases == (0 if quit_ else 1)
+        assert contributions[consent].left_out == ("consent_changed" if quit_ else None)
+    assert agg.deliver_notices() == 8
+    with agg.vault.reading() as s:
+        entries = agg.vault.audit.read(s, quitter.citizen.citizen_id).entries
+    told = [e for e in entries if e.action.startswith("data.")]
+    assert [e.action for e in told] == ["data.counted_in_size_check"]
+    assert told[0].details["status"] == "released"
+    assert told[0].details["left_out"] == "consent_changed"

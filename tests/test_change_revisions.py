@@ -215,7 +215,7 @@ def _gate_and_frame(
     frame = queries.bounded_frame(
         prepared,
         [ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted],
-    )
+    ).frame
     return admitted, frame.write_ipc(None).getvalue()
 
 
@@ -231,19 +231,8 @@ ACTIONS = st.lists(
 )
 
 
-@given(actions=ACTIONS, offset_days=st.sampled_from([0, 0, 3, -400, 800]))
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-def test_the_warm_gate_and_frame_equal_a_fresh_one_after_any_changes(
-    town: tuple[TestClient, list[Any]], actions: list[tuple[str, int]], offset_days: int
-) -> None:
-    client, people = town
-    live = client.app.state.aggregation.queries  # type: ignore[attr-defined]
-    offset = timedelta(days=offset_days)
-    _gate_and_frame(client, live, offset)  # the memos hold this state now
+def _apply(client: TestClient, people: list[Any], actions: list[tuple[str, int]]) -> None:
+    """Make the changes ``actions`` name, through the service or past it."""
     for action, who in actions:
         person = people[who]
         c: Citizen = person.citizen
@@ -287,12 +276,72 @@ def test_the_warm_gate_and_frame_equal_a_fresh_one_after_any_changes(
                 "household_size": 3,
             }
             assert c.append("profile", [row]).status_code == 201
+
+
+@given(actions=ACTIONS, offset_days=st.sampled_from([0, 0, 3, -400, 800]))
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_the_warm_gate_and_frame_equal_a_fresh_one_after_any_changes(
+    town: tuple[TestClient, list[Any]], actions: list[tuple[str, int]], offset_days: int
+) -> None:
+    client, people = town
+    live = client.app.state.aggregation.queries  # type: ignore[attr-defined]
+    offset = timedelta(days=offset_days)
+    _gate_and_frame(client, live, offset)  # the memos hold this state now
+    _apply(client, people, actions)
     warm_admitted, warm_frame = _gate_and_frame(client, live, offset)
     fresh_admitted, fresh_frame = _gate_and_frame(client, _fresh_queries(client), offset)
     assert warm_admitted == fresh_admitted
     assert warm_frame == fresh_frame
     if offset_days in (-400, 800):  # before the consents start, after they end
         assert warm_admitted == []
+
+
+@given(actions=ACTIONS)
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_consents_changed_after_the_gate_are_judged_again_before_their_data_is_read(
+    town: tuple[TestClient, list[Any]], actions: list[tuple[str, int]]
+) -> None:
+    """Withdrawal excludes at once, even from a query past its gate: whatever changes land
+    between the gate and the reader, the reader leaves out exactly the admitted consents that a
+    judgment made now no longer allows with the same terms (``lapsed``), and its frame is the
+    frame of the others, byte for byte, as a service with no memo reads it."""
+    client, people = town
+    agg = client.app.state.aggregation  # type: ignore[attr-defined]
+    live: QueryService = agg.queries
+    prepared = live.prepare(QueryRequest.model_validate(QUERY | {"max_records_per_citizen": 1000}))
+    with agg.vault.reading() as session:
+        admitted = consent_gate.admit(
+            session, agg.vault.consents, prepared.query, utcnow(), live.admissions
+        )
+    contributing = [
+        ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
+        for a in admitted
+    ]
+    _apply(client, people, actions)
+    got = live.bounded_frame(prepared, contributing)
+    # An independent judgment of every stored consent, now (no memo, no revisions).
+    now = utcnow()
+    with agg.vault.reading() as session:
+        evidence = consent_gate.gather_evidence(session, agg.vault.consents, "energy", now)
+    allowed = {
+        (a.consent_id, a.terms_sha256)
+        for a in consent_gate.judge(evidence, consent_gate.access_request(prepared.query, now))
+    }
+    kept = [c for c in contributing if (c.consent_id, c.terms_sha256) in allowed]
+    assert got.lapsed == {c.consent_id for c in contributing} - {c.consent_id for c in kept}
+    fresh = _fresh_queries(client).bounded_frame(
+        prepared, [dataclasses.replace(c, revision=None) for c in kept]
+    )
+    assert fresh.lapsed == frozenset()
+    assert got.frame.write_ipc(None).getvalue() == fresh.frame.write_ipc(None).getvalue()
 
 
 def test_the_check_above_can_fail_a_stale_revision_would_show(
@@ -345,15 +394,15 @@ def test_the_reader_sees_changes_committed_after_the_gate(
         ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256) for a in admitted
     ]
     assert person.citizen.citizen_id in {c.citizen_id for c in contributing}
-    before = live.bounded_frame(prepared, contributing)
+    before = live.bounded_frame(prepared, contributing).frame
     _raw(  # after the gate, before the reader: the grants no longer open
         client,
         "UPDATE key_grants SET sealed_key = :k WHERE consent_id = :c",
         k=bytes(80),
         c=person.consent_id,
     )
-    after = live.bounded_frame(prepared, contributing)
-    fresh = _fresh_queries(client).bounded_frame(prepared, contributing)
+    after = live.bounded_frame(prepared, contributing).frame
+    fresh = _fresh_queries(client).bounded_frame(prepared, contributing).frame
     assert after.equals(fresh)
     assert person.citizen.citizen_id in set(before[CITIZEN].unique())
     assert person.citizen.citizen_id not in set(after[CITIZEN].unique())

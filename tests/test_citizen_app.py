@@ -436,16 +436,29 @@ def test_a_size_check_says_whether_anything_was_published(maria: Browser) -> Non
     rt = maria.app.state.vault
     citizen_id = api(maria, "GET", "/v1/me")["citizen_id"]
     with rt.unit_of_work() as session:
-        for release_id, status in (("rel-refused", "refused"), ("rel-released", "released")):
+        for release_id, status, left_out in (
+            ("rel-refused", "refused", None),
+            ("rel-released", "released", "group_size"),
+            ("rel-withdrawn", "released", "consent_changed"),
+        ):
             rt.audit.append(
                 session, citizen_id, "aggregation", "data.counted_in_size_check",
                 {"release_id": release_id, "status": status, "department": "energy",
-                 "purpose": "energy-planning", "dataset": "energy.consumption", "epsilon": 0.05},
+                 "purpose": "energy-planning", "dataset": "energy.consumption", "epsilon": 0.05,
+                 **({"left_out": left_out} if left_out else {})},
             )  # fmt: skip
     page = maria.http.get("/app/activity")
     assert "you were counted. Nothing was published." in page.text  # the refused query
-    # The released one, where this citizen's terms asked for a larger group than it had.
-    assert "your data was left out of what was published." in page.text
+    # A released one, where this citizen's terms asked for a larger group than it had.
+    assert (
+        "Your terms ask for a larger group, so your data was left out of what was published."
+        in page.text
+    )
+    # One the citizen withdrew from after its size check, before their data was read.
+    assert (
+        "You withdrew or changed your consent before your data was read, so your data was left "
+        "out of what was published." in page.text
+    )
 
 
 def test_connected_apps_list_and_disconnecting_this_app_signs_out(maria: Browser) -> None:

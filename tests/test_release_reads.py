@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text as sql_text
 from sqlmodel import select
 
 from aggregation import repository
@@ -226,3 +227,26 @@ def test_budget_rows_written_on_the_driver_are_the_rows_the_orm_reads(
         (consents[0], start, 0.75, False),
         (consents[1], start, 0.75, False),
     }
+
+
+def test_a_read_only_transaction_reads_one_snapshot(
+    city: tuple[TestClient, list[str], list[str]],
+) -> None:
+    """A release re-judges the consents that changed since its gate and reads their material in
+    one read-only transaction; both must be of the same moment. A withdrawal committed after
+    the transaction's first read is not seen by its later reads, on either database."""
+    client, citizens, consents = city
+    vault = _vault(client)
+    with vault.reading() as session:
+        before = repository.consent_revisions(session, citizens)
+        with vault.unit_of_work() as writer:  # another transaction commits meanwhile
+            writer.execute(
+                sql_text("UPDATE consents SET status = 'withdrawn' WHERE id = :c"),
+                {"c": consents[0]},
+            )
+        assert repository.consent_revisions(session, citizens) == before
+        grants = repository.grants_with_public_keys(session, "aggregation", consents)
+        assert consents[0] in {g[0] for g in grants}
+    with vault.reading() as session:  # a new transaction sees the commit
+        after = repository.consent_revisions(session, citizens)
+    assert after != before

@@ -222,14 +222,21 @@ def unit_of_work(engine: Engine, *, no_wait: bool = False) -> Iterator[Session]:
 
 
 def read_only_engine(engine: Engine) -> Engine:
-    """The same engine, marked for read-only transactions (make it once: it is not free)."""
-    return engine.execution_options(**{READ_ONLY_OPTION: True})
+    """The same engine, marked for read-only transactions (make it once: it is not free).
+
+    Every statement of a read-only transaction sees one snapshot of the database, on both
+    databases: SQLite's WAL gives it to a deferred transaction, PostgreSQL to ``REPEATABLE READ``
+    (a read-only transaction there never fails to serialise). A release relies on it: the
+    consents it re-checks and the material it reads are of the same moment."""
+    if is_sqlite(engine):
+        return engine.execution_options(**{READ_ONLY_OPTION: True})
+    return engine.execution_options(**{READ_ONLY_OPTION: True}, isolation_level="REPEATABLE READ")
 
 
 @contextmanager
 def read_only(read_engine: Engine) -> Iterator[Session]:
-    """A transaction that only reads (``read_engine`` from :func:`read_only_engine`): on SQLite it
-    takes no write lock and never waits for writers.
+    """A transaction that only reads (``read_engine`` from :func:`read_only_engine`), on one
+    snapshot: on SQLite it takes no write lock and never waits for writers.
 
     Writing through it is a bug (SQLite would refuse or serialise it late); use ``unit_of_work``.
     """

@@ -211,6 +211,8 @@ def describe(t: Translator, names: Names, entry: dict[str, Any]) -> TimelineEntr
                 department_name(t, department if isinstance(department, str) else None)
             )
             if details.get("status") == "released":  # published, without this citizen's data
+                if details.get("left_out") == "consent_changed":
+                    return out(t("activity.counted_consent_changed", who=who), "consent")
                 return out(t("activity.counted_left_out", who=who), "consent")
             return out(t("activity.counted_in_size_check", who=who), "consent")
     return out(t("activity.other", actor=actor, action=action), "other")
