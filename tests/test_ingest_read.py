@@ -262,3 +262,32 @@ def test_the_stream_list_matches_each_stream_summary(alice: Citizen) -> None:
     by_id = {item["id"]: item for item in listed}
     assert (by_id[energy]["chunk_count"], by_id[energy]["record_count"]) == (3, 6)
     assert (by_id[noise]["chunk_count"], by_id[noise]["record_count"]) == (1, 1)
+
+
+def test_a_chunk_written_on_the_driver_stores_its_time_as_the_orm_does(alice: Citizen) -> None:
+    """The append path writes chunks on the driver connection (vault.repositories.write_path);
+    their time must be stored in the ORM's own form, so that time comparisons in SQL and reads
+    through the ORM agree with rows the ORM wrote (and SQLite's deprecated default datetime
+    adapter is never used)."""
+    from sqlalchemy import text
+    from sqlmodel import select
+
+    from vault.models import Chunk, Stream
+
+    assert alice.append("energy.consumption", ROWS).status_code == 201
+    rt = alice.client.app.state.vault  # type: ignore[attr-defined]
+    with rt.reading() as session:
+        stream_id = alice.stream("energy.consumption")
+        chunk = session.exec(select(Chunk).where(Chunk.stream_id == stream_id)).one()
+        stream = session.get(Stream, stream_id)
+        assert stream is not None
+        stored = session.execute(
+            text("SELECT created_at FROM chunks WHERE id = :c"), {"c": chunk.id}
+        ).scalar_one()
+        orm_form = session.execute(
+            text("SELECT created_at FROM streams WHERE id = :s"), {"s": stream_id}
+        ).scalar_one()
+    assert chunk.created_at.utcoffset() is not None  # read back aware, in UTC
+    assert type(stored) is type(orm_form)
+    if isinstance(stored, str):  # SQLite: the text form SQLAlchemy writes, same length and shape
+        assert len(stored) == len(orm_form) == len("2026-01-01 00:00:00.000000"), (stored, orm_form)

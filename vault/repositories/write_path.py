@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import TextClause, text
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
 from vault.db import LocalReader
+from vault.models import Chunk
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ _HEAD_LOCKED = "SELECT seq, entry_hash FROM audit_heads WHERE citizen_id = :c FO
 def _sql(statement: str) -> TextClause:
     """The clause for ``statement``, built once (the set of statements here is fixed)."""
     return text(statement)
+
+
+@functools.lru_cache(maxsize=8)
+def _chunk_time(dialect: Dialect) -> Callable[[Any], Any]:
+    """A chunk's ``created_at`` as the ORM hands it to this dialect's driver (its column type's
+    bind processing, found once): the stored form stays the ORM's own, and SQLite's deprecated
+    default datetime adapter is never used."""
+    column = Chunk.__table__.c.created_at  # type: ignore[attr-defined]
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
 
 
 def _locks(session: Session) -> bool:
@@ -122,7 +134,7 @@ def insert_chunk(
             "count": record_count,
             "ciphertext": ciphertext,
             "sealed": sealed_key,
-            "created": created_at,
+            "created": _chunk_time(session.get_bind().dialect)(created_at),
         },
     )
     _execute(
