@@ -195,14 +195,16 @@ def still_allowed(
     request = access_request(query, now)
     rows = repository.candidates_by_id(session, query.request.department, now, list(digest))
     out: set[str] = set()
-    for record, (decision, verified) in zip(
-        rows, registry.decide_many(session, rows, request), strict=True
-    ):
-        if verified is None or not decision.allowed:
-            continue
-        kept = _admitted(record, verified, 0)
-        if kept is not None and kept.terms_sha256 == digest.get(record.id):
-            out.add(record.id)
+    for first in range(0, len(rows), ADMIT_SLICE):  # as admit() does: bounded memory
+        part = rows[first : first + ADMIT_SLICE]
+        for record, (decision, verified) in zip(
+            part, registry.decide_many(session, part, request), strict=True
+        ):
+            if verified is None or not decision.allowed:
+                continue
+            kept = _admitted(record, verified, 0)
+            if kept is not None and kept.terms_sha256 == digest.get(record.id):
+                out.add(record.id)
     return out
 
 

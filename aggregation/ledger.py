@@ -295,6 +295,9 @@ class PrivacyLedger:
         left_out = left_out or {}
         if outcome != "released" and left_out:
             raise ValueError("only a released query leaves consents out of its statistics")
+        unknown = set(left_out.values()) - set(LEFT_OUT_REASONS)
+        if unknown:  # it would be refunded yet recorded as used
+            raise ValueError(f"unknown reasons for leaving consents out: {sorted(unknown)}")
         row = repository.release(session, release_id, for_update=True)
         if row is None:
             raise NotFound(f"no reserved release {release_id}")

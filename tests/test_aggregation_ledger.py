@@ -181,6 +181,34 @@ def test_consents_left_out_by_their_group_size_keep_only_the_size_check(
         assert told[0].details.get("left_out") == left_out.get(consent)  # why, when left out
 
 
+def test_settling_refuses_a_reason_it_does_not_know(client: TestClient) -> None:
+    """A consent left out for a reason the notices cannot word would be refunded yet told it was
+    used: the ledger refuses it, and the reservation stands as it was."""
+    publish_city(client)
+    populate(client, 2)
+    agg, reservation, _ = _reserve(client)
+    consent = reservation.charged[0].consent.consent_id
+    with pytest.raises(ValueError, match="unknown reasons"), agg.vault.unit_of_work() as s:
+        agg.ledger.settle(
+            s,
+            reservation.release_id,
+            outcome="released",
+            left_out={consent: "bored"},  # type: ignore[dict-item]
+            at=utcnow(),
+        )
+    with pytest.raises(ValueError, match="only a released query"), agg.vault.unit_of_work() as s:
+        agg.ledger.settle(
+            s,
+            reservation.release_id,
+            outcome="refused",
+            left_out={consent: "group_size"},
+            at=utcnow(),
+        )
+    with agg.vault.reading() as s:
+        row = s.get(DPRelease, reservation.release_id)
+    assert row is not None and row.status == "reserved"
+
+
 def test_a_consent_withdrawn_after_the_gate_is_left_out_refunded_and_told_why(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -193,25 +221,20 @@ def test_a_consent_withdrawn_after_the_gate_is_left_out_refunded_and_told_why(
     agg = client.app.state.aggregation  # type: ignore[attr-defined]
     queries = agg.queries
     quitter = people[3]
-    gate = queries._admit
     frames: list[Any] = []
     read = queries.bounded_frame
 
-    def gate_then_withdraw(query: Any, at: datetime) -> Any:
-        admitted = gate(query, at)
-        assert quitter.citizen.citizen_id in {a.citizen_id for a in admitted}
+    def withdraw_then_read(prepared: Any, contributing: Any, *args: Any) -> Any:
+        # Past the gate and the reservation, before the reader: the citizen withdraws.
+        assert quitter.consent_id in {c.consent_id for c in contributing}
         r = client.post(
             f"/v1/me/consents/{quitter.consent_id}/withdraw", headers=quitter.citizen.auth
         )
         assert r.status_code == 200, r.text
-        return admitted
-
-    def reader(*args: Any, **kwargs: Any) -> Any:
-        frames.append(read(*args, **kwargs))
+        frames.append(read(prepared, contributing, *args))
         return frames[-1]
 
-    monkeypatch.setattr(queries, "_admit", gate_then_withdraw)
-    monkeypatch.setattr(queries, "bounded_frame", reader)
+    monkeypatch.setattr(queries, "bounded_frame", withdraw_then_read)
     view = queries.run(ANALYST, QueryRequest.model_validate(QUERY))
     assert view["status"] == "released"
     assert frames[0].lapsed == {quitter.consent_id}

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
@@ -178,8 +178,7 @@ def test_every_write_a_release_reads_raises_a_revision(
 # -- the warm path changes nothing --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, list[Any]]]:
+def _town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, list[Any]]]:
     from server.app import create_app
 
     tmp: Path = tmp_path_factory.mktemp("revisions")
@@ -189,6 +188,17 @@ def town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient,
     with TestClient(app, base_url="https://testserver") as client:
         publish_city(client)
         yield client, populate(client, 8, seed=5)
+
+
+@pytest.fixture(scope="module")
+def town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, list[Any]]]:
+    yield from _town(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def lapse_town(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, list[Any]]]:
+    """A town of its own for the re-judging test (the changes above are never undone)."""
+    yield from _town(tmp_path_factory)
 
 
 def _fresh_queries(client: TestClient) -> QueryService:
@@ -222,7 +232,17 @@ def _gate_and_frame(
 ACTIONS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["withdraw", "accept", "narrow", "record", "profile", "tamper", "rekey", "nothing"]
+            [
+                "withdraw",
+                "accept",
+                "narrow",
+                "record",
+                "profile",
+                "tamper",
+                "rekey",
+                "touch",
+                "nothing",
+            ]
         ),
         st.integers(0, 7),
     ),
@@ -255,6 +275,13 @@ def _apply(client: TestClient, people: list[Any], actions: list[tuple[str, int]]
                 client,
                 "UPDATE consent_events SET event_json = replace(event_json, '\"given\"', "
                 "'\"withdrawn\"') WHERE consent_id = :c",
+                c=person.consent_id,
+            )
+        elif action == "touch" and person.consent_id:
+            # The revision moves, nothing the gate reads changes.
+            _raw(
+                client,
+                "UPDATE consents SET status = status WHERE id = :c",
                 c=person.consent_id,
             )
         elif action == "rekey":
@@ -307,13 +334,13 @@ def test_the_warm_gate_and_frame_equal_a_fresh_one_after_any_changes(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_consents_changed_after_the_gate_are_judged_again_before_their_data_is_read(
-    town: tuple[TestClient, list[Any]], actions: list[tuple[str, int]]
+    lapse_town: tuple[TestClient, list[Any]], actions: list[tuple[str, int]]
 ) -> None:
     """Withdrawal excludes at once, even from a query past its gate: whatever changes land
     between the gate and the reader, the reader leaves out exactly the admitted consents that a
     judgment made now no longer allows with the same terms (``lapsed``), and its frame is the
     frame of the others, byte for byte, as a service with no memo reads it."""
-    client, people = town
+    client, people = lapse_town
     agg = client.app.state.aggregation  # type: ignore[attr-defined]
     live: QueryService = agg.queries
     prepared = live.prepare(QueryRequest.model_validate(QUERY | {"max_records_per_citizen": 1000}))
@@ -336,12 +363,74 @@ def test_consents_changed_after_the_gate_are_judged_again_before_their_data_is_r
         for a in consent_gate.judge(evidence, consent_gate.access_request(prepared.query, now))
     }
     kept = [c for c in contributing if (c.consent_id, c.terms_sha256) in allowed]
+    event(f"lapsed: {'some' if got.lapsed else 'none'}")
     assert got.lapsed == {c.consent_id for c in contributing} - {c.consent_id for c in kept}
     fresh = _fresh_queries(client).bounded_frame(
         prepared, [dataclasses.replace(c, revision=None) for c in kept]
     )
     assert fresh.lapsed == frozenset()
     assert got.frame.write_ipc(None).getvalue() == fresh.frame.write_ipc(None).getvalue()
+
+
+def _admitted_now(client: TestClient, queries: QueryService) -> tuple[Any, list[Any]]:
+    agg = client.app.state.aggregation  # type: ignore[attr-defined]
+    prepared = queries.prepare(
+        QueryRequest.model_validate(QUERY | {"max_records_per_citizen": 1000})
+    )
+    with agg.vault.reading() as session:
+        admitted = consent_gate.admit(
+            session, agg.vault.consents, prepared.query, utcnow(), queries.admissions
+        )
+    contributing = [
+        ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
+        for a in admitted
+    ]
+    return prepared, contributing
+
+
+def test_a_consent_whose_revision_moved_but_that_still_allows_the_query_is_read(
+    town: tuple[TestClient, list[Any]],
+) -> None:
+    """Judging again must not over-exclude: a write that raises the citizen's revision without
+    changing what the gate decides on leaves the consent in, and its data is read."""
+    client, _ = town
+    live = client.app.state.aggregation.queries  # type: ignore[attr-defined]
+    person = resident(client, "touched", DISTRICTS[0], [3.0, 5.0])
+    prepared, contributing = _admitted_now(client, live)
+    assert person.consent_id in {c.consent_id for c in contributing}
+    before = _revisions(client, person.citizen.citizen_id)[0]
+    _raw(client, "UPDATE consents SET status = status WHERE id = :c", c=person.consent_id)
+    assert _revisions(client, person.citizen.citizen_id)[0] > before  # it will be judged again
+    got = live.bounded_frame(prepared, contributing)
+    assert got.lapsed == frozenset()
+    assert person.citizen.citizen_id in set(got.frame[CITIZEN].unique())
+
+
+def test_a_consent_that_no_longer_verifies_is_left_out_though_its_grants_still_open(
+    town: tuple[TestClient, list[Any]],
+) -> None:
+    """The grants alone do not decide: a consent whose stored history was altered after the gate
+    (its grants untouched, so its chunks would still open) is judged again, refused, and none
+    of its data is read."""
+    client, _ = town
+    live = client.app.state.aggregation.queries  # type: ignore[attr-defined]
+    person = resident(client, "altered", DISTRICTS[1], [4.0, 7.0])
+    prepared, contributing = _admitted_now(client, live)
+    assert person.consent_id in {c.consent_id for c in contributing}
+    _raw(
+        client,
+        "UPDATE consent_events SET event_json = replace(event_json, '\"given\"', "
+        "'\"withdrawn\"') WHERE consent_id = :c",
+        c=person.consent_id,
+    )
+    got = live.bounded_frame(prepared, contributing)
+    assert got.lapsed == {person.consent_id}
+    assert person.citizen.citizen_id not in set(got.frame[CITIZEN].unique())
+    # Without the revisions (nothing judged again) its data would have been read.
+    blind = [dataclasses.replace(c, revision=None) for c in contributing]
+    assert person.citizen.citizen_id in set(
+        live.bounded_frame(prepared, blind).frame[CITIZEN].unique()
+    )
 
 
 def test_the_check_above_can_fail_a_stale_revision_would_show(

@@ -456,8 +456,8 @@ def test_a_size_check_says_whether_anything_was_published(maria: Browser) -> Non
     )
     # One the citizen withdrew from after its size check, before their data was read.
     assert (
-        "You withdrew or changed your consent before your data was read, so your data was left "
-        "out of what was published." in page.text
+        "By the time your data would have been read, your consent had been withdrawn, changed or "
+        "had ended, so your data was left out of what was published." in page.text
     )
 
 

@@ -244,9 +244,38 @@ def test_a_read_only_transaction_reads_one_snapshot(
                 sql_text("UPDATE consents SET status = 'withdrawn' WHERE id = :c"),
                 {"c": consents[0]},
             )
+            writer.execute(
+                sql_text("DELETE FROM key_grants WHERE consent_id = :c"), {"c": consents[0]}
+            )
         assert repository.consent_revisions(session, citizens) == before
         grants = repository.grants_with_public_keys(session, "aggregation", consents)
-        assert consents[0] in {g[0] for g in grants}
+        assert consents[0] in {g[0] for g in grants}  # deleted since, still there in the snapshot
     with vault.reading() as session:  # a new transaction sees the commit
         after = repository.consent_revisions(session, citizens)
+        grants = repository.grants_with_public_keys(session, "aggregation", consents)
     assert after != before
+    assert consents[0] not in {g[0] for g in grants}
+
+
+def test_a_read_only_transaction_cannot_write(
+    city: tuple[TestClient, list[str], list[str]],
+) -> None:
+    """Writing through ``reading()`` is a bug; on PostgreSQL it fails at once, on SQLite the
+    transaction ends without committing what it wrote."""
+    client, citizens, _ = city
+    vault = _vault(client)
+    postgres = vault.engine.dialect.name == "postgresql"
+    with vault.reading() as session:
+        before = repository.consent_revisions(session, citizens)
+    assert any(before.values())
+    refused = None
+    try:
+        with vault.reading() as session:
+            session.execute(sql_text("UPDATE citizens SET consent_revision = 0"))
+    except Exception as exc:  # noqa: BLE001 - the driver's own error, whatever its class
+        refused = exc
+    assert (refused is not None) == postgres, refused
+    if postgres:
+        assert "read-only transaction" in str(refused)
+    with vault.reading() as session:
+        assert repository.consent_revisions(session, citizens) == before

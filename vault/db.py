@@ -1,11 +1,12 @@
 """Engines and the unit of work. The request owns the transaction: services add and flush, never commit.
 
 SQLite: WAL journal, ``synchronous=FULL`` (an acknowledged write survives a crash of the process and
-of the machine), ``BEGIN IMMEDIATE`` for every transaction (a read-then-write never fails half way),
-and a process-wide lock so that threads queue fairly instead of sleeping in SQLite's busy handler
-(which backs off up to 100 ms and wrecks tail latency).
+of the machine), ``BEGIN IMMEDIATE`` for every writing transaction (a read-then-write never fails
+half way), and a process-wide lock so that threads queue fairly instead of sleeping in SQLite's
+busy handler (which backs off up to 100 ms and wrecks tail latency); a read-only transaction is a
+plain ``BEGIN``: one WAL snapshot, no lock.
 PostgreSQL: read committed, with row locks (``SELECT ... FOR UPDATE``) where a counter or a chain
-is advanced.
+is advanced; read-only transactions are ``REPEATABLE READ READ ONLY`` (one snapshot).
 """
 
 from __future__ import annotations
@@ -225,12 +226,15 @@ def read_only_engine(engine: Engine) -> Engine:
     """The same engine, marked for read-only transactions (make it once: it is not free).
 
     Every statement of a read-only transaction sees one snapshot of the database, on both
-    databases: SQLite's WAL gives it to a deferred transaction, PostgreSQL to ``REPEATABLE READ``
-    (a read-only transaction there never fails to serialise). A release relies on it: the
-    consents it re-checks and the material it reads are of the same moment."""
+    databases: SQLite's WAL gives it to a deferred transaction, PostgreSQL to ``REPEATABLE READ
+    READ ONLY`` (such a transaction never fails to serialise, and a write through it fails
+    loudly). A release relies on it: the consents it re-checks and the material it reads are of
+    the same moment. The snapshot is held for the transaction's length: keep reads short."""
     if is_sqlite(engine):
         return engine.execution_options(**{READ_ONLY_OPTION: True})
-    return engine.execution_options(**{READ_ONLY_OPTION: True}, isolation_level="REPEATABLE READ")
+    return engine.execution_options(
+        **{READ_ONLY_OPTION: True}, isolation_level="REPEATABLE READ", postgresql_readonly=True
+    )
 
 
 @contextmanager
