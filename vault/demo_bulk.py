@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 import nacl.signing
 import numpy as np
 import polars as pl
-from sqlalchemy import Executable, Table, insert, text
+from sqlalchemy import Executable, Table, insert
 from sqlmodel import col, select
 
 from consent.canonical import canonical_json
@@ -219,25 +219,20 @@ def _table(model: Any) -> Table:
     return table
 
 
-#: Chunks are written by the plain statement of ``vault.repositories.write_path.insert_chunk``,
-#: which binds ``created_at`` as the driver does (on SQLite: ISO text with ``+00:00``), not through
-#: the column type the ORM uses; so is every bulk chunk, to be stored byte for byte alike.
-_INSERT_CHUNK = (
-    "INSERT INTO chunks (id, stream_id, seq, stream_key_id, schema_version, format, record_count, "
-    "ciphertext, sealed_key, created_at) VALUES (:id, :stream_id, :seq, :stream_key_id, "
-    ":schema_version, :format, :record_count, :ciphertext, :sealed_key, :created_at)"
-)
-
-
 def _statements() -> dict[str, Executable]:
-    """One insert per table, as the services write that table (the ORM's column types, or the
-    write path's plain SQL)."""
-    models = (Citizen, Stream, StreamKey, ConsentRecord, ConsentEventRow, KeyGrant, RequestDecline)
-    out: dict[str, Executable] = {
-        t.name: insert(t) for t in (_table(m) for m in (*models, AuditEntry, AuditHead))
-    }
-    out[_table(Chunk).name] = text(_INSERT_CHUNK)
-    return out
+    """One insert per table, through the ORM's column types, as the services store them (the
+    write path's plain SQL for chunks binds their time through the same type)."""
+    models = (
+        Citizen,
+        Stream,
+        StreamKey,
+        Chunk,
+        ConsentRecord,
+        ConsentEventRow,
+        KeyGrant,
+        RequestDecline,
+    )
+    return {t.name: insert(t) for t in (_table(m) for m in (*models, AuditEntry, AuditHead))}
 
 
 def default_batch(citizens: int) -> int:
