@@ -327,6 +327,22 @@ def test_the_warm_gate_and_frame_equal_a_fresh_one_after_any_changes(
         assert warm_admitted == []
 
 
+def _admitted_now(client: TestClient, queries: QueryService) -> tuple[Any, list[Any]]:
+    agg = client.app.state.aggregation  # type: ignore[attr-defined]
+    prepared = queries.prepare(
+        QueryRequest.model_validate(QUERY | {"max_records_per_citizen": 1000})
+    )
+    with agg.vault.reading() as session:
+        admitted = consent_gate.admit(
+            session, agg.vault.consents, prepared.query, utcnow(), queries.admissions
+        )
+    contributing = [
+        ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
+        for a in admitted
+    ]
+    return prepared, contributing
+
+
 @given(actions=ACTIONS)
 @settings(
     max_examples=20,
@@ -343,15 +359,7 @@ def test_consents_changed_after_the_gate_are_judged_again_before_their_data_is_r
     client, people = lapse_town
     agg = client.app.state.aggregation  # type: ignore[attr-defined]
     live: QueryService = agg.queries
-    prepared = live.prepare(QueryRequest.model_validate(QUERY | {"max_records_per_citizen": 1000}))
-    with agg.vault.reading() as session:
-        admitted = consent_gate.admit(
-            session, agg.vault.consents, prepared.query, utcnow(), live.admissions
-        )
-    contributing = [
-        ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
-        for a in admitted
-    ]
+    prepared, contributing = _admitted_now(client, live)
     _apply(client, people, actions)
     got = live.bounded_frame(prepared, contributing)
     # An independent judgment of every stored consent, now (no memo, no revisions).
@@ -370,22 +378,6 @@ def test_consents_changed_after_the_gate_are_judged_again_before_their_data_is_r
     )
     assert fresh.lapsed == frozenset()
     assert got.frame.write_ipc(None).getvalue() == fresh.frame.write_ipc(None).getvalue()
-
-
-def _admitted_now(client: TestClient, queries: QueryService) -> tuple[Any, list[Any]]:
-    agg = client.app.state.aggregation  # type: ignore[attr-defined]
-    prepared = queries.prepare(
-        QueryRequest.model_validate(QUERY | {"max_records_per_citizen": 1000})
-    )
-    with agg.vault.reading() as session:
-        admitted = consent_gate.admit(
-            session, agg.vault.consents, prepared.query, utcnow(), queries.admissions
-        )
-    contributing = [
-        ContributingConsent(a.consent_id, a.citizen_id, a.terms_sha256, a.revision)
-        for a in admitted
-    ]
-    return prepared, contributing
 
 
 def test_a_consent_whose_revision_moved_but_that_still_allows_the_query_is_read(
