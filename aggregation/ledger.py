@@ -50,8 +50,9 @@ from aggregation.tables import (
 )
 from vault.errors import InvalidInput, NotFound
 
-#: Budgets are compared with a little slack so that 0.1 + 0.2 may spend a budget of 0.3.
-_SLACK = 1e-9
+#: Budgets and charges are compared with a little slack so that 0.1 + 0.2 may spend a budget of
+#: 0.3 (they are sums and differences of floats).
+EPSILON_SLACK = 1e-9
 
 #: Why a released query left out the data of a consent its size check counted: the consent's
 #: minimum group size was above the noisy count, or the citizen withdrew or changed the consent
@@ -194,7 +195,7 @@ class PrivacyLedger:
         raises :class:`DepartmentBudgetExceeded` (nothing charged) when the department cannot."""
         dept = self._lock_department(session, department_id, at)
         left = dept.epsilon_limit - dept.epsilon_spent
-        if epsilon > left + _SLACK:
+        if epsilon > left + EPSILON_SLACK:
             raise DepartmentBudgetExceeded(
                 f"epsilon {epsilon:g} is more than the {max(0.0, left):g} the {department_id} "
                 f"department has left until {dept.period_end.date().isoformat()}",
@@ -248,8 +249,8 @@ class PrivacyLedger:
         )
         session.flush()
         # A consent pays only if its budget row can: spent + epsilon within its limit (with
-        # _SLACK), and fewer releases than its limit; the others are left out.
-        paid = repository.charge_staged(session, release_id, epsilon, _SLACK)
+        # EPSILON_SLACK), and fewer releases than its limit; the others are left out.
+        paid = repository.charge_staged(session, release_id, epsilon, EPSILON_SLACK)
         charged = [Charged(a, *periods[a.consent_id]) for a in admitted if a.consent_id in paid]
         session.expire_all()  # budget rows loaded before now are stale
         status = DepartmentStatus(

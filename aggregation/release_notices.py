@@ -17,14 +17,13 @@ from contextlib import AbstractContextManager
 from sqlmodel import Session
 
 from aggregation import repository
+from aggregation.ledger import EPSILON_SLACK
 from aggregation.tables import DPRelease, ReleaseContribution
 from vault.services.audit_log import AuditLog
 
 USED_IN_RELEASE = "data.used_in_release"
 COUNTED_IN_SIZE_CHECK = "data.counted_in_size_check"
 ACTOR_PREFIX = "department:"
-#: Epsilons are compared with this slack (they are sums and differences of floats).
-_SLACK = 1e-9
 
 
 def _details(
@@ -75,7 +74,9 @@ def deliver_pending(
                     continue
                 # Released, yet charged less than the release's epsilon: the consent was left out
                 # (``left_out`` says why), so only the size check counted it.
-                used = row.status == "released" and p.epsilon > row.size_check_epsilon + _SLACK
+                used = (
+                    row.status == "released" and p.epsilon > row.size_check_epsilon + EPSILON_SLACK
+                )
                 audit.append(
                     session,
                     p.citizen_id,

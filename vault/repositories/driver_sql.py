@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Column
+from sqlalchemy.engine import Dialect
 from sqlmodel import Session
 
 
@@ -93,10 +94,15 @@ def _memoised(process: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
     return convert
 
 
+def bind_processing(dialect: Dialect, column: Column[Any]) -> Callable[[Any], Any] | None:
+    """How ``column``'s type turns a value into what ``dialect``'s driver receives (``None``: as
+    it is); :func:`binder` memoises it per value, the write path caches it per dialect."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
+
+
 def binder(session: Session, column: Column[Any]) -> Callable[[Any], Any]:
     """A value of ``column`` as the driver must receive it (the type's bind processing)."""
-    dialect = session.get_bind().dialect
-    return _memoised(column.type.dialect_impl(dialect).bind_processor(dialect))
+    return _memoised(bind_processing(session.get_bind().dialect, column))
 
 
 def reader(session: Session, column: Column[Any]) -> Callable[[Any], Any]:

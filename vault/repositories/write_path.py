@@ -24,6 +24,7 @@ from sqlmodel import Session
 
 from vault.db import LocalReader
 from vault.models import Chunk
+from vault.repositories import driver_sql
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,7 @@ def _chunk_time(dialect: Dialect) -> Callable[[Any], Any]:
     """A chunk's ``created_at`` as the ORM hands it to this dialect's driver (its column type's
     bind processing, found once): the stored form stays the ORM's own, and SQLite's deprecated
     default datetime adapter is never used."""
-    column = Chunk.__table__.c.created_at  # type: ignore[attr-defined]
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    process = driver_sql.bind_processing(dialect, Chunk.__table__.c.created_at)  # type: ignore[attr-defined]
     return process if process is not None else (lambda value: value)
 
 
