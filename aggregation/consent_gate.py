@@ -14,7 +14,6 @@ judgment was never made, are read and judged again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,10 +137,12 @@ def admit(
     query: ValidatedQuery,
     at: datetime,
     memo: AdmissionMemo | None = None,
+    threads: int = 1,
 ) -> list[AdmittedConsent]:
     """The consents whose verified terms allow ``query`` at ``at``, one per citizen, by citizen
     (judged here, with the registry's memos). ``memo``: judgments of earlier queries, kept up to
-    date here; without one, every candidate is judged."""
+    date here; without one, every candidate is judged. ``threads``: threads that verify
+    signatures ahead (``ConsentRegistry.decide_many``)."""
     department = query.request.department
     request = access_request(query, at)
     memo = memo if memo is not None else AdmissionMemo()
@@ -156,7 +157,7 @@ def admit(
     for first in range(0, len(rows), ADMIT_SLICE):
         part = rows[first : first + ADMIT_SLICE]
         for record, (decision, verified) in zip(
-            part, registry.decide_many(session, part, request), strict=True
+            part, registry.decide_many(session, part, request, threads), strict=True
         ):
             if verified is None:  # did not verify, or outside its window: judged every time
                 continue
@@ -255,7 +256,7 @@ def judge(
     for ev in evidence:
         try:
             history = [
-                signed_event_of(ConsentEvent.model_validate(json.loads(text)), sig, ev.signing_key)
+                signed_event_of(ConsentEvent.from_signed_json(text), sig, ev.signing_key)
                 for text, sig in ev.events
             ]
             signed = ConsentRegistry.signed_of(ev)

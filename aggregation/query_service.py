@@ -267,7 +267,14 @@ class QueryService:
         they run Python in parallel (Dask)."""
         if not self._runner.judges_remotely:
             with self._vault.reading() as session:
-                return consent_gate.admit(session, self._vault.consents, query, at, self.admissions)
+                return consent_gate.admit(
+                    session,
+                    self._vault.consents,
+                    query,
+                    at,
+                    self.admissions,
+                    threads=self._settings.workers,
+                )
         department = query.request.department
         request = consent_gate.access_request(query, at)
         with self._vault.reading() as session:

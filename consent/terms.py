@@ -156,8 +156,26 @@ class SignedBody(FrozenModel):
 
     @cached_property
     def signable_bytes(self) -> bytes:
-        """``canonical_json(self.signable_dict())``, computed once per object."""
+        """``canonical_json(self.signable_dict())``, computed once per object (or, for a model
+        read by :meth:`from_signed_json`, the bytes it was read from)."""
         return canonical_json(self.signable_dict())
+
+    @classmethod
+    def from_signed_json(cls, text: str | bytes) -> Self:
+        """The model read from ``text``, bytes a signature covers, with ``text`` as its
+        :attr:`signable_bytes`: a stored consent is checked without encoding it again.
+
+        Property: a signature checked over :attr:`signable_bytes` is checked over exactly the
+        bytes the model was read from, so what verifies is what is decided on, whatever the
+        encoding of ``text`` (bytes changed in any way fail the signature). Every text our
+        signers and stores produce is ``canonical_json`` of a model, and reading it back gives
+        a model whose own encoding is that text again (tested with Hypothesis), so digests and
+        signatures are the same as for the model encoded afresh. Raises pydantic's
+        ``ValidationError`` (a ``ValueError``) or the model's own validation error."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        model = cls.model_validate_json(data)
+        model.__dict__["signable_bytes"] = data
+        return model
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from consent.errors import NarrowingRefused, SignatureInvalid, TermsInvalid
 from consent.purposes import city_purposes
 from consent.request_templates import energy_request, shipped_requests
 from consent.signing import (
+    SignatureMemo,
     SignedEvent,
     SignedTerms,
     give,
@@ -38,6 +39,7 @@ from consent.signing import (
 )
 from consent.terms import (
     ConsentEvent,
+    ConsentTerms,
     Narrowing,
     apply_narrowing,
     consent_status,
@@ -458,6 +460,73 @@ def test_changing_any_field_breaks_the_signature(path: tuple[Any, ...]) -> None:
     with pytest.raises(SignatureInvalid) as caught:
         verify_signed_terms(forged, PUBLIC, NOW + timedelta(days=1))
     assert caught.value.reason == "bad_signature"
+
+
+@given(
+    terms_strategy(),
+    st.sampled_from(["given", "renewed", "withdrawn", "expired"]),
+    st.randoms(use_true_random=False),
+)
+def test_terms_read_from_their_signed_bytes_are_the_same_terms(
+    terms: Any, kind: Any, rnd: random.Random
+) -> None:
+    """``from_signed_json`` keeps the bytes it read as the signed bytes: for every text our
+    signers produce, reading it gives the same values, whose own encoding is that text again."""
+    body = terms.signable_bytes
+    read = ConsentTerms.from_signed_json(body.decode("utf-8"))
+    assert read == terms and read.signable_bytes == body == canonical_json(read.signable_dict())
+    assert terms_digest(read) == terms_digest(terms)
+    event = ConsentEvent.for_terms(terms, kind, NOW + timedelta(seconds=rnd.randrange(10**6)))
+    read_event = ConsentEvent.from_signed_json(event.signable_bytes)
+    assert read_event == event and read_event.signable_bytes == event.signable_bytes
+    assert canonical_json(read_event.signable_dict()) == event.signable_bytes
+
+
+def test_a_signature_is_checked_over_the_bytes_the_terms_were_read_from() -> None:
+    """The same values in other bytes (white space) are other signed bytes: refused."""
+    stored = SIGNED.signed_message()
+    good = SIGNED.model_copy(update={"terms": ConsentTerms.from_signed_json(stored)})
+    assert verify_signed_terms(good, PUBLIC, NOW + timedelta(days=1)).terms == FULL_TERMS
+    respaced = json.dumps(json.loads(stored), indent=1)
+    terms = ConsentTerms.from_signed_json(respaced)
+    assert terms == FULL_TERMS and terms.signable_bytes == respaced.encode()
+    forged = SIGNED.model_copy(update={"terms": terms})
+    with pytest.raises(SignatureInvalid) as caught:
+        verify_signed_terms(forged, PUBLIC, NOW + timedelta(days=1))
+    assert caught.value.reason == "bad_signature"
+    with pytest.raises(ValueError):
+        ConsentTerms.from_signed_json(b'{"id": "x"}')
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["good", "flipped", "other_message", "other_key", "short_key"]),
+            st.binary(max_size=64),
+        ),
+        max_size=12,
+    )
+)
+def test_verifying_ahead_remembers_exactly_the_triples_that_verify(
+    cases: list[tuple[str, bytes]],
+) -> None:
+    memo = SignatureMemo()
+    triples = []
+    for kind, message in cases:
+        public, signature = PUBLIC, KEY.sign(message).signature
+        if kind == "flipped":
+            signature = signature[:-1] + bytes([signature[-1] ^ 1])
+        elif kind == "other_message":
+            message += b"!"
+        elif kind == "other_key":
+            public = bytes(OTHER_KEY.verify_key)
+        elif kind == "short_key":
+            public = public[:31]
+        triples.append((kind, (public, bytes(signature), message)))
+    memo.verify_ahead(t for _, t in triples)
+    for kind, triple in triples:
+        assert (memo.key(*triple) in memo) == (kind == "good"), kind
 
 
 def test_wrong_key_is_refused_even_when_the_signature_is_good() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import Session, select
@@ -17,6 +18,7 @@ from tests.conftest import register
 from tests.test_consent_api import accept, city  # noqa: F401  (the fixture)
 from vault.clock import utcnow
 from vault.consent_models import ConsentRecord
+from vault.services import consent_registry
 from vault.services.consent_registry import ConsentRegistry
 
 
@@ -35,13 +37,15 @@ def _request(at: object) -> AccessRequest:
     )
 
 
-def _judgments(registry: ConsentRegistry, client: TestClient, at: object) -> list[object]:
+def _judgments(
+    registry: ConsentRegistry, client: TestClient, at: object, threads: int = 1
+) -> list[object]:
     rt = client.app.state.vault  # type: ignore[attr-defined]
     with rt.reading() as session:
         records = list(session.exec(select(ConsentRecord).order_by(ConsentRecord.id)).all())
         out = []
         for record, (decision, verified) in zip(
-            records, registry.decide_many(session, records, _request(at)), strict=True
+            records, registry.decide_many(session, records, _request(at), threads), strict=True
         ):
             out.append(
                 (
@@ -55,14 +59,18 @@ def _judgments(registry: ConsentRegistry, client: TestClient, at: object) -> lis
 
 
 def _same_as_fresh(client: TestClient) -> list[object]:
-    """The warm registry's judgments at several moments, checked against a fresh registry."""
+    """The warm registry's judgments at several moments, checked against a fresh registry, and
+    against a fresh one whose signatures are verified ahead on two threads (one consent a part:
+    the test patches ``_AHEAD_PART``)."""
     rt = client.app.state.vault  # type: ignore[attr-defined]
     now = utcnow()
     seen = []
     for at in (now, now - timedelta(days=1), now + timedelta(days=200), now + timedelta(days=800)):
         warm = _judgments(rt.consents, client, at)
         fresh = _judgments(ConsentRegistry(rt.audit, rt.keys), client, at)
-        assert warm == fresh, at
+        ahead = ConsentRegistry(rt.audit, rt.keys)
+        assert warm == fresh == _judgments(ahead, client, at, threads=2), at
+        assert len(ahead._signatures._seen) > 0  # the threads did verify ahead
         seen.append(warm)
     return seen
 
@@ -80,7 +88,9 @@ def _flip(value: bytes) -> bytes:
 def test_a_warm_registry_judges_as_a_fresh_one_after_every_change(
     client: TestClient,
     city: dict[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(consent_registry, "_AHEAD_PART", 1)
     rt = client.app.state.vault  # type: ignore[attr-defined]
     people = [register(client, name) for name in ("ana", "ben", "cai", "dee", "eve")]
     consents = {}
@@ -110,10 +120,20 @@ def test_a_warm_registry_judges_as_a_fresh_one_after_every_change(
     )
     tampered = _same_as_fresh(client)
     assert not [a for cid, a, _, _ in tampered[0] if cid == consents["ana"]][0]
+    # The same terms written with other white space: the same values, other bytes. The signature
+    # is checked over the stored bytes, so this is tampering too.
+    _execute(
+        client,
+        "UPDATE consents SET terms_json = :t WHERE id = :id",
+        t=json.dumps(json.loads(original), indent=1),
+        id=consents["ana"],
+    )
+    respaced = _same_as_fresh(client)
+    assert not [a for cid, a, _, _ in respaced[0] if cid == consents["ana"]][0]
     _execute(
         client, "UPDATE consents SET terms_json = :t WHERE id = :id", t=original, id=consents["ana"]
     )
-    _same_as_fresh(client)
+    assert [a for cid, a, _, _ in _same_as_fresh(client)[0] if cid == consents["ana"]][0]
 
     # A flipped signature byte on the terms, and on the citizen's key.
     with Session(rt.engine) as s:
