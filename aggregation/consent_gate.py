@@ -14,7 +14,7 @@ judgment was never made, are read and judged again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -218,29 +218,46 @@ def gather_evidence(
 ) -> list[ConsentEvidence]:
     """The department's candidate consents with their evidence, for :func:`judge` elsewhere
     (``only``: just these candidates, as :meth:`AdmissionMemo.recall` left them to judge)."""
+    return [e for part in evidence_in_shards(session, registry, department, at, only) for e in part]
+
+
+def evidence_in_shards(
+    session: Session,
+    registry: ConsentRegistry,
+    department: str,
+    at: datetime,
+    only: Sequence[CandidateRevision] | None = None,
+    size: int | None = None,
+) -> Iterator[list[ConsentEvidence]]:
+    """:func:`gather_evidence` in consecutive shards of ``size`` consents (all in one when
+    ``None``), each read when it is asked for: the workers judge the first shards while this
+    process reads the next (``session`` must stay open until the last one is read)."""
     every = only is None
     wanted = only if only is not None else repository.candidate_revisions(session, department, at)
     revision = {c.consent_id: c.revision for c in wanted}
     candidates = _rows(session, department, at, wanted, every)
-    keys = citizen_repo.verify_keys(session, {r.citizen_id for r in candidates})
-    histories = registry.stored_histories(session, candidates)
-    return [
-        ConsentEvidence(
-            id=r.id,
-            citizen_id=r.citizen_id,
-            terms_id=r.terms_id,
-            terms_json=r.terms_json,
-            signature=bytes(r.signature),
-            signing_key=bytes(r.signing_key),
-            verify_key=keys.get(r.citizen_id),
-            events=tuple(
-                (e.event_json, None if e.signature is None else bytes(e.signature))
-                for e in histories[r.id]
-            ),
-            revision=revision[r.id],
-        )
-        for r in candidates
-    ]
+    step = max(1, size or len(candidates))
+    for first in range(0, len(candidates), step):
+        part = candidates[first : first + step]
+        keys = citizen_repo.verify_keys(session, {r.citizen_id for r in part})
+        histories = registry.stored_histories(session, part)
+        yield [
+            ConsentEvidence(
+                id=r.id,
+                citizen_id=r.citizen_id,
+                terms_id=r.terms_id,
+                terms_json=r.terms_json,
+                signature=bytes(r.signature),
+                signing_key=bytes(r.signing_key),
+                verify_key=keys.get(r.citizen_id),
+                events=tuple(
+                    (e.event_json, None if e.signature is None else bytes(e.signature))
+                    for e in histories[r.id]
+                ),
+                revision=revision[r.id],
+            )
+            for r in part
+        ]
 
 
 def judge(

@@ -49,7 +49,7 @@ from aggregation.errors import TooFewContributors
 from aggregation.ledger import Charged, LeftOut, PrivacyLedger
 from aggregation.material_revisions import MaterialDigests, shard_fingerprint
 from aggregation.query_spec import QueryRequest, ValidatedQuery, query_json, validate_query
-from aggregation.scale_out import ShardRunner, shard
+from aggregation.scale_out import ShardRunner
 from aggregation.sealed_material import (
     ContributingConsent,
     SealedCitizen,
@@ -281,10 +281,16 @@ class QueryService:
             # The revisions before the evidence (aggregation.admission_memo).
             candidates = repository.candidate_revisions(session, department, at)
             known, unknown, holding = self.admissions.recall(request, candidates)
-            evidence = consent_gate.gather_evidence(
-                session, self._vault.consents, department, at, only=unknown
+            # Read a shard at a time while the workers judge the shards already sent.
+            shards = consent_gate.evidence_in_shards(
+                session,
+                self._vault.consents,
+                department,
+                at,
+                only=unknown,
+                size=self._settings.shard_citizens,
             )
-        judged = self._runner.judge(shard(evidence, self._settings.shard_citizens), request)
+            judged = self._runner.judge(shards, request)
         # Workers return only the admitted; the refused are judged again next time.
         self.admissions.remember(
             request,

@@ -12,7 +12,7 @@ machines the city trusts with that key (see ``docs/aggregation.md``, "Running on
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
@@ -37,7 +37,7 @@ class ShardRunner(Protocol):
     judges_remotely: bool
 
     def judge(
-        self, shards: Sequence[Sequence[ConsentEvidence]], request: AccessRequest
+        self, shards: Iterable[Sequence[ConsentEvidence]], request: AccessRequest
     ) -> list[AdmittedConsent]: ...
 
     def run(
@@ -62,7 +62,7 @@ class ThreadShardRunner:
         self.opened = OpenedKeys(key_memo_seconds)
 
     def judge(
-        self, shards: Sequence[Sequence[ConsentEvidence]], request: AccessRequest
+        self, shards: Iterable[Sequence[ConsentEvidence]], request: AccessRequest
     ) -> list[AdmittedConsent]:
         return [a for s in shards for a in judge(s, request)]
 
@@ -118,7 +118,7 @@ class DaskShardRunner:
             return self._client
 
     def judge(
-        self, shards: Sequence[Sequence[ConsentEvidence]], request: AccessRequest
+        self, shards: Iterable[Sequence[ConsentEvidence]], request: AccessRequest
     ) -> list[AdmittedConsent]:
         client = self._connect()
         parts = self._stream(client, judge_on_worker, shards, request=request)
@@ -140,9 +140,10 @@ class DaskShardRunner:
         )
 
     def _stream(
-        self, client: Any, fn: Callable[..., R], shards: Sequence[Any], **kwargs: Any
+        self, client: Any, fn: Callable[..., R], shards: Iterable[Any], **kwargs: Any
     ) -> list[R]:
         """``fn(shard, **kwargs)`` for every shard on the workers, results in shard order.
+        ``shards`` may be an iterator that reads each shard when it is asked for.
 
         The shards go to the workers as data, not inside the task graph (which the scheduler
         would serialise whole), and a few at a time (:data:`IN_FLIGHT_PER_WORKER` per worker):
@@ -172,7 +173,7 @@ class DaskShardRunner:
             results[pending.pop(future)] = future.result()
             future.release()
             submit_next()
-        return [results[i] for i in range(len(shards))]
+        return [results[i] for i in range(len(results))]
 
     def forget_opened_keys(self) -> None:
         # The workers' memos are in their processes; they expire (key_memo_seconds). Reaching

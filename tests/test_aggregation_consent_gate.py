@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +28,8 @@ from server.migrate import upgrade_to_head
 from tests.aggregation_support import DISTRICTS, SMALL, energy_rows, publish_city
 from tests.conftest import Citizen, register
 from vault.clock import utcnow
+from vault.services import consent_registry
+from vault.services.consent_registry import ConsentRegistry
 from vault.settings import Settings
 
 ALL_STATS = ("count", "sum", "mean", "quantile", "histogram")
@@ -120,7 +123,17 @@ def bounded(client: TestClient, body: dict[str, Any]) -> tuple[bytes, set[str]]:
     now = utcnow()
     with agg.vault.reading() as session:
         admitted = consent_gate.admit(session, agg.vault.consents, prepared.query, now)
+        # A fresh registry verifying signatures ahead on two threads, a consent a part.
+        with mock.patch.object(consent_registry, "_AHEAD_PART", 1):
+            fresh = ConsentRegistry(agg.vault.audit, agg.vault.keys)
+            ahead = consent_gate.admit(session, fresh, prepared.query, now, threads=2)
+        assert ahead == admitted
         evidence = consent_gate.gather_evidence(session, agg.vault.consents, "energy", now)
+        in_shards = list(
+            consent_gate.evidence_in_shards(session, agg.vault.consents, "energy", now, size=2)
+        )
+    assert [e for part in in_shards for e in part] == evidence
+    assert all(0 < len(part) <= 2 for part in in_shards)
     # The workers' path (pure judgment on evidence) admits exactly the same consents.
     judged = consent_gate.judge(evidence, consent_gate.access_request(prepared.query, now))
     assert consent_gate.one_per_citizen(judged) == admitted
